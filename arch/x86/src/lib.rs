@@ -1,0 +1,2 @@
+//! Placeholder while the arch layer is written.
+#![no_std]

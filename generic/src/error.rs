@@ -1,0 +1,118 @@
+//! The one error type of the crate.
+//!
+//! Every way a caller can get an operation wrong has a variant here, so bad
+//! input is reported, never undefined behaviour or a silently wrong page
+//! table. An operation that returns an error has changed nothing.
+
+use core::fmt;
+
+/// What went wrong, with the values needed to see why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Error {
+    /// An address is not aligned to the page size the operation works in.
+    Unaligned {
+        /// The offending address.
+        addr: u64,
+        /// The alignment it needed.
+        align: u64,
+    },
+    /// A range with `start == end`.
+    EmptyRange {
+        /// Where the empty range sits.
+        at: u64,
+    },
+    /// A range with `start > end`.
+    ReversedRange {
+        /// Given start.
+        start: u64,
+        /// Given end.
+        end: u64,
+    },
+    /// An address beyond what the architecture can translate.
+    OutOfRange {
+        /// The offending address.
+        addr: u64,
+        /// The first address that cannot be translated.
+        limit: u64,
+    },
+    /// An address the architecture can never translate (x86-64: not
+    /// canonical, bits 63..47 not all equal).
+    NonCanonical {
+        /// The offending address.
+        addr: u64,
+    },
+    /// The notifier is already registered (on this or another address space).
+    AlreadyRegistered,
+    /// The notifier is not registered on this address space.
+    NotRegistered,
+    /// The address space has been torn down (`release` ran): it accepts no
+    /// new notifier and no further page-table operation.
+    Released,
+    /// The crate was built without the `notifier` feature, so nothing can
+    /// be registered.
+    NotifiersDisabled,
+    /// The frame allocator could not supply a translation table.
+    OutOfMemory,
+    /// A page that must be unmapped for this operation is mapped.
+    AlreadyMapped {
+        /// The mapped address.
+        addr: u64,
+    },
+    /// A huge-page operation met a table of smaller pages at this address,
+    /// or a small-page operation met a huge page.
+    PageSizeMismatch {
+        /// Where the mismatch was found.
+        addr: u64,
+    },
+    /// The architecture (or this machine) has no leaf entries of the size
+    /// asked for.
+    HugePagesUnsupported,
+    /// A non-blocking invalidation met a notifier that would have to sleep;
+    /// nothing was changed, try again from a context that may block.
+    Again,
+    /// An operation between two address spaces was given the same one
+    /// twice (fork into itself).
+    SameAddressSpace,
+    /// Unregistering a notifier from inside one of its own callbacks would
+    /// wait for itself forever; refused.
+    UnregisterFromCallback,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Unaligned { addr, align } => {
+                write!(f, "address {addr:#x} is not aligned to {align:#x} bytes")
+            }
+            Error::EmptyRange { at } => write!(f, "empty range at {at:#x}"),
+            Error::ReversedRange { start, end } => {
+                write!(f, "range start {start:#x} lies after its end {end:#x}")
+            }
+            Error::OutOfRange { addr, limit } => {
+                write!(f, "address {addr:#x} is beyond the translatable limit {limit:#x}")
+            }
+            Error::NonCanonical { addr } => write!(f, "address {addr:#x} is not canonical"),
+            Error::AlreadyRegistered => f.write_str("notifier is already registered"),
+            Error::NotRegistered => f.write_str("notifier is not registered on this address space"),
+            Error::Released => f.write_str("address space has been released (torn down)"),
+            Error::NotifiersDisabled => {
+                f.write_str("built without the `notifier` feature: notifiers cannot be registered")
+            }
+            Error::OutOfMemory => f.write_str("out of memory for translation tables"),
+            Error::AlreadyMapped { addr } => write!(f, "address {addr:#x} is already mapped"),
+            Error::PageSizeMismatch { addr } => {
+                write!(f, "page size at {addr:#x} differs from the one the operation works in")
+            }
+            Error::HugePagesUnsupported => f.write_str("huge pages are not supported here"),
+            Error::Again => f.write_str("a notifier would have to sleep; retry from a blockable context"),
+            Error::SameAddressSpace => f.write_str("source and destination are the same address space"),
+            Error::UnregisterFromCallback => {
+                f.write_str("a notifier cannot be unregistered from inside its own callback")
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,70 @@
+//! Sleepable read-copy-update with two counters, after Linux's SRCU.
+//!
+//! Readers add one to the counter of the current epoch, walk, and take it
+//! away again; they never wait, and may block while inside. A grace period
+//! flips the epoch and waits for the old counter to drain, twice: the flip
+//! sends new readers to the other counter so a stream of readers cannot
+//! starve the writer, and the second round catches a reader that read the
+//! epoch just before a flip.
+//!
+//! All accesses are sequentially consistent: the proof below needs a single
+//! order in which a writer's unlink comes before its counter checks.
+//!
+//! *Why it is enough:* a writer unlinks a node, then (in the total order)
+//! reads both counters until it sees each at zero. A reader whose increment
+//! comes after the writer's zero-read of that counter also reads the list
+//! after the unlink, so it cannot reach the node. A reader whose increment
+//! comes before keeps the counter above zero until it leaves. Either way no
+//! reader holds the node when `synchronize` returns.
+
+use crate::sync::{spin_loop, AtomicUsize, Ordering::SeqCst, RawSpinLock};
+
+pub(crate) struct Srcu {
+    epoch: AtomicUsize,
+    readers: [AtomicUsize; 2],
+    writer: RawSpinLock,
+}
+
+impl Srcu {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: AtomicUsize::new(0),
+            readers: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            writer: RawSpinLock::new(),
+        }
+    }
+
+    /// Enters a read-side section; it lasts until the guard is dropped.
+    #[inline]
+    pub(crate) fn read_lock(&self) -> SrcuReadGuard<'_> {
+        let idx = self.epoch.load(SeqCst) & 1;
+        self.readers[idx].fetch_add(1, SeqCst);
+        SrcuReadGuard { srcu: self, idx }
+    }
+
+    /// Waits until every read-side section that began before this call has
+    /// ended.
+    pub(crate) fn synchronize(&self) {
+        let _serialise = self.writer.lock();
+        for _ in 0..2 {
+            let old = self.epoch.load(SeqCst) & 1;
+            self.epoch.store(old ^ 1, SeqCst);
+            while self.readers[old].load(SeqCst) != 0 {
+                spin_loop();
+            }
+        }
+    }
+}
+
+/// An open SRCU read-side section.
+pub(crate) struct SrcuReadGuard<'a> {
+    srcu: &'a Srcu,
+    idx: usize,
+}
+
+impl Drop for SrcuReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.srcu.readers[self.idx].fetch_sub(1, SeqCst);
+    }
+}

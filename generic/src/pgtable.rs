@@ -1,0 +1,96 @@
+//! The notifier step: the arch primitive, then the secondary MMUs.
+//!
+//! These wrappers are the only way from a cleared or aged entry to a
+//! reusable frame. They are free functions over any [`Arch`], not trait
+//! methods, so no arch can override them: the 2008 seed lost aging on s390
+//! because its `ptep_clear_flush_young` override bypassed the generic
+//! macro that called the notifier (Linux's later `*_notify` wrappers fixed
+//! that; this module is the same fix, enforced by the type system).
+//!
+//! Order, as in Linux: clear the entry, purge the CPU TLBs, tell the
+//! secondary MMUs, and only then hand the frame back.
+
+use crate::addr::{PageRange, PhysAddr};
+use crate::arch::{Arch, Entry, Leaf, PteSlot};
+use crate::notifier::NotifierHead;
+
+/// A frame that no CPU and no secondary MMU translates to any more, through
+/// the mapping that was just removed: the caller may free or reuse it (if
+/// no other mapping of it remains, which is the caller's bookkeeping).
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use = "a frame unmapped everywhere: free it or keep it, but do not lose it"]
+pub struct Reusable {
+    frame: PhysAddr,
+    leaf: Leaf,
+}
+
+impl Reusable {
+    /// Built only by this crate, after the CPU flush and the notifier step.
+    pub(crate) fn new(leaf: Leaf) -> Self {
+        Self { frame: leaf.frame, leaf }
+    }
+    /// The frame.
+    pub fn frame(&self) -> PhysAddr {
+        self.frame
+    }
+    /// The removed entry (final accessed/dirty state: a dirty page must be
+    /// written back before its frame is reused).
+    pub fn leaf(&self) -> Leaf {
+        self.leaf
+    }
+    /// Consumes the token, giving the frame.
+    pub fn into_frame(self) -> PhysAddr {
+        self.frame
+    }
+}
+
+/// Clears a live leaf, purges the CPU TLBs, then calls `invalidate_page`
+/// (and `invalidate_pages` for the span of a huge leaf) on every notifier.
+/// Returns the frame once all of them have let go, or `None` if the entry
+/// was not a leaf.
+///
+/// # Safety
+/// As [`Arch::ptep_get_and_clear`]; `head` is the notifier head of the
+/// address space the slot belongs to.
+pub unsafe fn ptep_clear_flush_notify<A: Arch>(arch: &A, head: &NotifierHead, slot: &PteSlot<'_>) -> Option<Reusable> {
+    // SAFETY: forwarded contract.
+    let flushed = unsafe { arch.ptep_clear_flush(slot) };
+    let level = slot.level();
+    if NOTIFY {
+        head.invalidate_page(slot.va());
+    }
+    if NOTIFY && level + 1 < A::LEVELS.len() {
+        // A huge leaf: the seed's per-address call would leave the rest of
+        // the span cached in a secondary MMU that maps at base-page size.
+        let span = A::LEVELS[level].entry_span();
+        if let Some(end) = slot.va().checked_add(span) {
+            if let Ok(range) = PageRange::new(slot.va(), end, A::PAGE_SIZE) {
+                head.invalidate_pages(range);
+            }
+        }
+    }
+    match A::decode(level, flushed.old()) {
+        Entry::Leaf(leaf) => Some(Reusable::new(leaf)),
+        _ => None,
+    }
+}
+
+/// Tests and clears the accessed state of a live leaf through the arch
+/// (which flushes if it must), then ORs in every notifier's `age_page`:
+/// young if the CPU or any secondary MMU used the page since the last call.
+///
+/// # Safety
+/// As [`Arch::ptep_test_and_clear_young`]; `head` is the notifier head of
+/// the address space the slot belongs to.
+pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(arch: &A, head: &NotifierHead, slot: &PteSlot<'_>) -> bool {
+    // SAFETY: forwarded contract.
+    let young = unsafe { arch.ptep_clear_flush_young(slot) };
+    // Not short-circuited: every secondary MMU must clear its state too.
+    young | (NOTIFY && head.age_page(slot.va()))
+}
+
+/// Whether the notifier step runs. Only deliberately broken test builds
+/// (`--cfg mmu_notifier_broken="no-notify"`, never a real build) turn it
+/// off, so the negative checks can prove the suites then fail.
+pub(crate) const NOTIFY: bool = !cfg!(mmu_notifier_broken = "no-notify");
