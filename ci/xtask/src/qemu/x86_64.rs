@@ -1,0 +1,251 @@
+//! Builds and boots the x86_64 test kernels.
+//!
+//! The kernels are the binaries of `targets/x86_64`, a cargo workspace of
+//! its own (its `.cargo/config.toml` selects `x86_64-unknown-none` and the
+//! linker flags, so cargo must run from that directory). Each kernel is
+//! booted through PVH with `-kernel`, prints one line per test case and
+//! `N passed, N failed` on COM1, and ends the VM through `isa-debug-exit`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{parse_summary, QemuOpts, Summary};
+
+/// The test kernels, booted in this order: binaries in
+/// `targets/x86_64/src/bin/`.
+const TEST_KERNELS: &[&str] = &["selftest"];
+/// What `--demo` boots instead of the test kernels.
+const DEMO_KERNELS: &[&str] = &["demo"];
+/// `--broken` values the kernel crate knows, each a cargo feature
+/// `broken-<value>`.
+const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify"];
+
+/// QEMU's exit status when the kernel reports success (`harness::exit_success`,
+/// `isa-debug-exit` value 16, `(16 << 1) | 1`).
+const EXIT_SUCCESS: i32 = 33;
+/// QEMU's exit status when the kernel reports failure (`harness::exit_failure`).
+const EXIT_FAILURE: i32 = 35;
+
+/// Wall-clock limit for one kernel. A TCG boot takes well under a second;
+/// the limit is there for hangs. KVM on these machines may be software
+/// virtualization and much slower.
+const TIMEOUT_TCG: Duration = Duration::from_secs(60);
+const TIMEOUT_KVM: Duration = Duration::from_secs(300);
+
+/// qboot boots PVH kernels much faster than SeaBIOS (seconds under a slow
+/// KVM); used where installed (Debian's qemu-system-data ships it).
+const QBOOT_PATHS: &[&str] = &["/usr/share/qemu/qboot.rom", "/usr/local/share/qemu/qboot.rom"];
+
+const TARGET: &str = "x86_64-unknown-none";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+
+    /// KVM only when asked for and `/dev/kvm` opens; TCG otherwise. TCG is
+    /// the default because its TLB keeps stale entries, which exposes a
+    /// missing flush, and because KVM here may be slower than TCG.
+    fn choose(want_kvm: bool) -> Accel {
+        if !want_kvm {
+            return Accel::Tcg;
+        }
+        match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+            Ok(_) => Accel::Kvm,
+            Err(e) => {
+                eprintln!("x86_64: --kvm: cannot open /dev/kvm ({e}); using TCG");
+                Accel::Tcg
+            }
+        }
+    }
+}
+
+/// Builds the x86_64 kernels and boots each one under QEMU.
+///
+/// A kernel that fails to report success (a failed case, a crash, a triple
+/// fault, a hang, no summary line) counts at least one failure; a build
+/// failure is an error.
+pub fn run(opts: &QemuOpts) -> Result<Summary, String> {
+    let dir = opts.root.join("targets").join("x86_64");
+    let kernels = if opts.demo { DEMO_KERNELS } else { TEST_KERNELS };
+    let feature = match opts.broken.as_deref() {
+        None => None,
+        Some(b) if BROKEN_VARIANTS.contains(&b) => Some(format!("broken-{b}")),
+        Some(b) => return Err(format!("unknown --broken {b:?} (known: {})", BROKEN_VARIANTS.join(", "))),
+    };
+    let target_dir = dir.join("target");
+    build(&dir, &target_dir, kernels, feature.as_deref())?;
+
+    let accel = Accel::choose(opts.kvm);
+    let mut total = Summary::default();
+    for kernel in kernels {
+        let elf = target_dir.join(TARGET).join("release").join(kernel);
+        total.add(boot(kernel, &elf, opts, accel)?);
+    }
+    Ok(total)
+}
+
+fn build(dir: &Path, target_dir: &Path, kernels: &[&str], feature: Option<&str>) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(dir).args(["build", "--release"]).arg("--target-dir").arg(target_dir);
+    for kernel in kernels {
+        cmd.args(["--bin", kernel]);
+    }
+    if let Some(feature) = feature {
+        cmd.args(["--features", feature]);
+    }
+    // These would replace or redirect what targets/x86_64/.cargo/config.toml
+    // sets (rustflags, target, output directory).
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_X86_64_UNKNOWN_NONE_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building the kernels in {} failed ({status})", dir.display()))
+    }
+}
+
+/// The kernel command line: the test-name filter, then `key=value` options.
+fn cmdline(opts: &QemuOpts, accel: Accel) -> String {
+    let accel = format!("accel={}", accel.name());
+    match &opts.filter {
+        Some(filter) => format!("{filter} {accel}"),
+        None => accel,
+    }
+}
+
+fn qemu_command(elf: &Path, opts: &QemuOpts, accel: Accel) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    // -nodefaults: no VGA or NIC (whose option ROMs only slow the boot).
+    cmd.args(["-M", "q35", "-nodefaults", "-m", "512M"]);
+    cmd.args(["-smp", &opts.smp.to_string()]);
+    cmd.args(["-display", "none", "-monitor", "none", "-serial", "stdio"]);
+    cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    // A triple fault then ends QEMU with status 0, which we treat as failure.
+    cmd.arg("-no-reboot");
+    if let Some(qboot) = QBOOT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()) {
+        cmd.arg("-bios").arg(qboot);
+    }
+    match accel {
+        Accel::Tcg => cmd.args(["-accel", "tcg"]),
+        // Plain `-cpu host` aborts here (MSR 0x10a cannot be set).
+        Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+    };
+    cmd.arg("-kernel").arg(elf).arg("-append").arg(cmdline(opts, accel));
+    // No stdin: QEMU would otherwise put a terminal into raw mode.
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Boots one kernel and judges its run.
+fn boot(kernel: &str, elf: &Path, opts: &QemuOpts, accel: Accel) -> Result<Summary, String> {
+    if !elf.exists() {
+        return Err(format!("kernel {} was not built", elf.display()));
+    }
+    let tag = format!("x86_64/{kernel}");
+    let mut cmd = qemu_command(elf, opts, accel);
+    println!("[{tag}] qemu ({}) -append {:?}", accel.name(), cmdline(opts, accel));
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+
+    // Stream the console as it comes (a hang still shows how far it got),
+    // and keep it for the verdict.
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let echo_tag = tag.clone();
+    let console = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("[{echo_tag}] {line}");
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+
+    let limit = if accel == Accel::Kvm { TIMEOUT_KVM } else { TIMEOUT_TCG };
+    let status = wait_with_deadline(&mut child, limit)?;
+    let output = console.join().unwrap_or_default();
+    let qemu_errors = errors.join().unwrap_or_default();
+    for line in qemu_errors.lines() {
+        eprintln!("[{tag}] qemu: {line}");
+    }
+    let elapsed = started.elapsed();
+
+    let summary = parse_summary(&output);
+    let problem = match status {
+        None => Some(format!("timed out after {} s", limit.as_secs())),
+        Some(s) => match s.code() {
+            Some(EXIT_SUCCESS) => None,
+            Some(EXIT_FAILURE) => Some("the kernel reported failure".to_string()),
+            Some(0) => Some("QEMU exited with 0: the guest reset (triple fault?) instead of reporting".to_string()),
+            Some(1) => Some("QEMU exited with 1 (bad options, or exit through the wrong value)".to_string()),
+            Some(code) => Some(format!("unexpected QEMU exit status {code}")),
+            None => Some(format!("QEMU was killed: {s}")),
+        },
+    };
+    let problem = problem.or_else(|| match summary {
+        None => Some("no `N passed, N failed` line".to_string()),
+        Some(s) if s.failed > 0 => Some(format!("{} case(s) failed", s.failed)),
+        Some(s) if s.passed == 0 => Some("no case ran (filter matched nothing?)".to_string()),
+        Some(_) => None,
+    });
+    match problem {
+        None => {
+            let s = summary.expect("checked above");
+            println!("[{tag}] done in {:.2} s", elapsed.as_secs_f64());
+            Ok(s)
+        }
+        Some(why) => {
+            eprintln!("[{tag}] FAILED after {:.2} s: {why}", elapsed.as_secs_f64());
+            let s = summary.unwrap_or_default();
+            Ok(Summary { passed: s.passed, failed: s.failed.max(1) })
+        }
+    }
+}
+
+/// Waits for QEMU, killing it after `limit`. `None` means it timed out.
+fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> Result<Option<ExitStatus>, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("waiting for QEMU: {e}"))? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            // Our own child: kill it by handle, then reap it.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}

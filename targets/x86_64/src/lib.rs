@@ -1,0 +1,76 @@
+//! The x86-64 bare-metal test-kernel harness.
+//!
+//! Each kernel is a binary in `src/bin/` that links this library. The library
+//! boots through PVH (QEMU's `-kernel`), switches to long mode with an
+//! identity map of the first GiB of physical memory, and then offers the
+//! machine services tests need: a serial console, fault probes, a frame
+//! allocator, address-space switching, a test-case runner and QEMU exit codes.
+//!
+//! # Memory layout
+//! - PML4 entry 0 (virtual `0..512 GiB`) belongs to the kernel: the first GiB
+//!   is identity-mapped with 2 MiB pages, so a physical address below 1 GiB is
+//!   also a valid pointer. The kernel image is linked at 1 MiB.
+//! - PML4 entries 1..=511, starting at [`TEST_WINDOW`], belong to the tests.
+//!   The harness never maps anything there.
+//! - Frames handed out by [`alloc_frame`] come from RAM above 16 MiB.
+//!
+//! # Writing a kernel
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! use mmu_notifier_kernel_x86_64 as h;
+//!
+//! h::entry!(main);
+//!
+//! fn main(_cmdline: &'static str) -> ! {
+//!     h::run_cases(h::cases![answer_is_42])
+//! }
+//!
+//! fn answer_is_42() -> h::Outcome {
+//!     h::ensure!(6 * 7 == 42, "arithmetic is broken");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The kernel runs on the boot CPU only, with interrupts disabled; the only
+//! events are CPU exceptions.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod boot;
+mod cpu;
+mod exit;
+mod frames;
+mod interrupts;
+mod ktest;
+mod paging;
+pub mod serial;
+mod sync;
+
+pub use boot::{accel, cmdline, cmdline_option, filter, Accel};
+pub use exit::{exit_failure, exit_success, EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS};
+pub use frames::{alloc_frame, alloc_frames_aligned, frames_in_use, free_frame, FRAME_SIZE};
+pub use interrupts::{probe_read, probe_write, Fault, PF_INSTR, PF_PRESENT, PF_RESERVED, PF_USER, PF_WRITE};
+pub use ktest::{run_cases, Case, Outcome, Reason};
+pub use paging::{
+    activate, current_root, deactivate, invlpg, kernel_root, pte, reload_cr3, MapError, Pte, TestSpace,
+    TEST_WINDOW, TEST_WINDOW_END,
+};
+
+/// Declares the kernel's entry point: `entry!(main)` where
+/// `fn main(cmdline: &'static str) -> !`.
+///
+/// The harness calls it after boot, with the command line QEMU got through
+/// `-append` (see [`cmdline`]). A kernel binary must use this macro exactly
+/// once; without it, linking fails with an undefined
+/// `__harness_kernel_main`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[unsafe(no_mangle)]
+        fn __harness_kernel_main(cmdline: &'static str) -> ! {
+            let main: fn(&'static str) -> ! = $main;
+            main(cmdline)
+        }
+    };
+}

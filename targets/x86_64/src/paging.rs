@@ -1,0 +1,312 @@
+//! Address spaces: the kernel's root table, switching CR3, TLB flushes, and
+//! [`TestSpace`], a minimal 4-level table builder for the test window.
+//!
+//! The kernel owns PML4 entry 0 (the identity map); every address space a
+//! test activates shares that entry, so the kernel keeps running whatever
+//! the test maps at [`TEST_WINDOW`] and above. `TestSpace` is the harness's
+//! own reference walker, independent of the code under test.
+
+use core::arch::asm;
+use core::marker::PhantomData;
+
+use crate::boot::{BOOT_PML4, IDENTITY_MAP_END};
+use crate::cpu::{read_cr3, write_cr3};
+use crate::frames::{alloc_frame, free_frame, FRAME_SIZE};
+
+/// First address of the test window: PML4 entry 1. Tests own everything
+/// from here to [`TEST_WINDOW_END`]; the harness maps nothing there.
+pub const TEST_WINDOW: u64 = 0x0000_0080_0000_0000;
+/// End (exclusive) of the test window: the end of the lower canonical half.
+pub const TEST_WINDOW_END: u64 = 0x0000_8000_0000_0000;
+
+/// x86-64 page-table entry bits.
+pub mod pte {
+    /// The entry maps something.
+    pub const PRESENT: u64 = 1 << 0;
+    /// Writes allowed (ring 0 too, since CR0.WP is set).
+    pub const WRITABLE: u64 = 1 << 1;
+    /// User-mode access allowed.
+    pub const USER: u64 = 1 << 2;
+    /// Write-through caching.
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    /// Caching disabled.
+    pub const NO_CACHE: u64 = 1 << 4;
+    /// Set by the hardware when a walk uses the entry.
+    pub const ACCESSED: u64 = 1 << 5;
+    /// Set by the hardware on a write through a leaf entry.
+    pub const DIRTY: u64 = 1 << 6;
+    /// In a PD or PDPT entry: a 2 MiB or 1 GiB leaf.
+    pub const HUGE: u64 = 1 << 7;
+    /// Survives CR3 loads (only with CR4.PGE, which the harness leaves off).
+    pub const GLOBAL: u64 = 1 << 8;
+    /// No instruction fetch (EFER.NXE is set).
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// The physical-address bits of an entry.
+    pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+}
+
+/// Physical address of the kernel's top-level table (the one the kernel
+/// boots with; it maps only PML4 entry 0).
+pub fn kernel_root() -> u64 {
+    BOOT_PML4.addr()
+}
+
+/// Physical address of the active top-level table.
+pub fn current_root() -> u64 {
+    read_cr3() & pte::ADDR_MASK
+}
+
+/// Switches to the address space rooted at `root_pa`: copies the kernel's
+/// PML4 entry 0 into it (so the kernel stays mapped), then loads CR3, which
+/// also flushes every non-global TLB entry.
+///
+/// # Safety
+/// - `root_pa` is a 4 KiB-aligned top-level table below 1 GiB, that nothing
+///   but page tables uses, and whose entries 1..=511 are zero or point to
+///   valid page tables.
+/// - Every mapping in those entries points at memory no Rust reference
+///   covers (frames from [`alloc_frame`] set aside for the test, MMIO), so
+///   that writes through the test window cannot break Rust's aliasing rules.
+/// - The tables stay valid, and their frames are not freed, while the root
+///   is active: switch back with [`deactivate`] first.
+pub unsafe fn activate(root_pa: u64) {
+    assert!(root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END, "activate({root_pa:#x}): bad root");
+    // SAFETY: the kernel's PML4 is a live static table; entry 0 never changes
+    // after boot. Volatile: the CPU may set its A bit at any time.
+    let kernel_entry = unsafe { (kernel_root() as *const u64).read_volatile() };
+    // SAFETY: the caller gives us the table (aligned, identity-mapped).
+    unsafe { (root_pa as *mut u64).write_volatile(kernel_entry) };
+    // SAFETY: entry 0 now maps the kernel exactly as before; the rest is the
+    // caller's contract.
+    unsafe { write_cr3(root_pa) };
+}
+
+/// Switches back to the kernel's own address space (flushing the TLB), after
+/// which the test's tables may be freed.
+pub fn deactivate() {
+    // SAFETY: the kernel root maps the kernel and nothing else.
+    unsafe { write_cr3(kernel_root()) };
+}
+
+/// Drops the current CPU's cached translation of the page containing `va`.
+pub fn invlpg(va: u64) {
+    // SAFETY: invalidating a TLB entry cannot make memory reachable that the
+    // tables do not map; the next access simply walks the tables again. No
+    // `nomem`: the flush must stay after the caller's page-table stores.
+    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) }
+}
+
+/// Reloads CR3 with its current value: flushes all non-global TLB entries of
+/// the current CPU.
+pub fn reload_cr3() {
+    // SAFETY: the same root as now, so the same mappings; only the TLB is
+    // emptied. No `nomem`, as for `invlpg`.
+    unsafe { write_cr3(read_cr3()) };
+}
+
+/// Why [`TestSpace::map_4k`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// No frame left for an intermediate table.
+    OutOfFrames,
+    /// The virtual address is outside [`TEST_WINDOW`]..[`TEST_WINDOW_END`].
+    OutsideTestWindow,
+    /// An address is not 4 KiB aligned.
+    Misaligned,
+    /// A huge-page leaf covers the address.
+    HugePageInTheWay,
+    /// The page is already mapped.
+    AlreadyMapped,
+}
+
+impl From<MapError> for crate::Reason {
+    fn from(e: MapError) -> Self {
+        crate::Reason::new(format_args!("map_4k: {e:?}"))
+    }
+}
+
+/// A leaf page-table entry of a [`TestSpace`], read and written with
+/// volatile accesses (the CPU sets A and D bits in it concurrently).
+#[derive(Clone, Copy)]
+pub struct Pte<'a> {
+    ptr: *mut u64,
+    _space: PhantomData<&'a TestSpace>,
+}
+
+impl Pte<'_> {
+    /// The entry's current value.
+    pub fn get(&self) -> u64 {
+        // SAFETY: the entry lies in a table its TestSpace owns, alive for 'a.
+        unsafe { self.ptr.read_volatile() }
+    }
+
+    /// Clears the entry with a plain store: no TLB flush. Cached
+    /// translations stay until [`invlpg`] or a CR3 load.
+    pub fn clear(&self) {
+        // SAFETY: as for `get`; unmapping cannot expose memory.
+        unsafe { self.ptr.write_volatile(0) }
+    }
+
+    /// Writes the entry with a plain store: no TLB flush.
+    ///
+    /// # Safety
+    /// If `val` maps a frame, the frame must satisfy the contract of
+    /// [`TestSpace::map_4k`].
+    pub unsafe fn set(&self, val: u64) {
+        // SAFETY: as for `get`; what the value maps is the caller's contract.
+        unsafe { self.ptr.write_volatile(val) }
+    }
+}
+
+/// An address space for tests: a top-level table whose entry 0 is the
+/// kernel's (filled in on activation) and whose test window the test fills
+/// with [`TestSpace::map_4k`]. Dropping it switches back to the kernel root
+/// if it is active and frees its page tables (not the mapped frames).
+pub struct TestSpace {
+    root: u64,
+}
+
+const TABLE_FLAGS: u64 = pte::PRESENT | pte::WRITABLE;
+
+fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * level)) & 0x1ff) as usize
+}
+
+/// # Safety
+/// `table` is a page table owned by the calling TestSpace.
+unsafe fn entry(table: u64, i: usize) -> *mut u64 {
+    (table + 8 * i as u64) as *mut u64
+}
+
+impl TestSpace {
+    /// A new, empty address space. `None` if no frame is left.
+    pub fn new() -> Option<TestSpace> {
+        alloc_frame().map(|root| TestSpace { root })
+    }
+
+    /// Physical address of the top-level table.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Maps the 4 KiB page at `va` (in the test window) to the frame `pa`
+    /// with the leaf entry `pa | flags`, allocating intermediate tables
+    /// (present, writable) on the way. Does not flush, and needs not: the
+    /// page was not mapped before, and x86 never caches a not-present
+    /// translation.
+    ///
+    /// # Safety
+    /// `pa..pa + 4096` must be memory no Rust reference covers for as long
+    /// as this space lives (e.g. a frame from [`alloc_frame`] that is freed
+    /// only after the space is dropped), or MMIO.
+    ///
+    /// # Errors
+    /// See [`MapError`].
+    pub unsafe fn map_4k(&self, va: u64, pa: u64, flags: u64) -> Result<Pte<'_>, MapError> {
+        if !(TEST_WINDOW..TEST_WINDOW_END).contains(&va) {
+            return Err(MapError::OutsideTestWindow);
+        }
+        if !va.is_multiple_of(FRAME_SIZE) || !pa.is_multiple_of(FRAME_SIZE) {
+            return Err(MapError::Misaligned);
+        }
+        let mut table = self.root;
+        for level in (1..=3).rev() {
+            // SAFETY: `table` is one of our tables (the root, or one we
+            // allocated below).
+            let e = unsafe { entry(table, index(va, level)) };
+            // SAFETY: as above; volatile since the CPU may set A bits.
+            let val = unsafe { e.read_volatile() };
+            table = if val & pte::PRESENT == 0 {
+                let next = alloc_frame().ok_or(MapError::OutOfFrames)?;
+                // SAFETY: as above; the new table is zeroed.
+                unsafe { e.write_volatile(next | TABLE_FLAGS) };
+                next
+            } else if val & pte::HUGE != 0 {
+                return Err(MapError::HugePageInTheWay);
+            } else {
+                val & pte::ADDR_MASK
+            };
+        }
+        // SAFETY: `table` is our page table.
+        let leaf = unsafe { entry(table, index(va, 0)) };
+        // SAFETY: as above.
+        if unsafe { leaf.read_volatile() } & pte::PRESENT != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        // SAFETY: our table; the frame is the caller's contract.
+        unsafe { leaf.write_volatile(pa | flags) };
+        Ok(Pte { ptr: leaf, _space: PhantomData })
+    }
+
+    /// The leaf entry for the page at `va`, if the tables down to it exist.
+    pub fn pte(&self, va: u64) -> Option<Pte<'_>> {
+        if !(TEST_WINDOW..TEST_WINDOW_END).contains(&va) {
+            return None;
+        }
+        let mut table = self.root;
+        for level in (1..=3).rev() {
+            // SAFETY: `table` is one of our tables.
+            let val = unsafe { entry(table, index(va, level)).read_volatile() };
+            if val & pte::PRESENT == 0 || val & pte::HUGE != 0 {
+                return None;
+            }
+            table = val & pte::ADDR_MASK;
+        }
+        // SAFETY: `table` is our page table.
+        Some(Pte { ptr: unsafe { entry(table, index(va, 0)) }, _space: PhantomData })
+    }
+
+    /// Makes this the current address space (see [`activate`]).
+    pub fn activate(&self) {
+        // SAFETY: the root is ours, its test-window entries were made by
+        // `map_4k` (whose contract covers the frames), and `Drop` switches
+        // away before freeing the tables.
+        unsafe { activate(self.root) }
+    }
+
+    /// Whether this space is the current one.
+    pub fn is_active(&self) -> bool {
+        current_root() == self.root
+    }
+
+    /// Frees the table at `table` and the tables below it. `level` 0 is a
+    /// page table (leaves only), 1 a PD, 2 a PDPT.
+    ///
+    /// # Safety
+    /// `table` is one of ours, no longer active nor reachable.
+    unsafe fn free_table(table: u64, level: u32) {
+        if level > 0 {
+            for i in 0..512 {
+                // SAFETY: our table.
+                let val = unsafe { entry(table, i).read_volatile() };
+                if val & pte::PRESENT != 0 && val & pte::HUGE == 0 {
+                    // SAFETY: a table we allocated in `map_4k`.
+                    unsafe { Self::free_table(val & pte::ADDR_MASK, level - 1) };
+                }
+            }
+        }
+        // Level 0 tables hold leaves: the frames they map are the caller's.
+        // SAFETY: allocated by `map_4k`, unreachable now.
+        unsafe { free_frame(table) };
+    }
+}
+
+impl Drop for TestSpace {
+    fn drop(&mut self) {
+        if self.is_active() {
+            deactivate();
+        }
+        // Entry 0 is the kernel's: only entries 1..=511 hold our tables.
+        for i in 1..512 {
+            // SAFETY: the root is ours.
+            let val = unsafe { entry(self.root, i).read_volatile() };
+            if val & pte::PRESENT != 0 {
+                // SAFETY: a PDPT we allocated; the space is inactive (CR3 was
+                // reloaded above, flushing its translations).
+                unsafe { Self::free_table(val & pte::ADDR_MASK, 2) };
+            }
+        }
+        // SAFETY: the root came from `alloc_frame` and is no longer active.
+        unsafe { free_frame(self.root) };
+    }
+}
