@@ -1,0 +1,94 @@
+//! The s390x test-kernel harness: boots under QEMU (`-M s390-ccw-virtio
+//! -kernel`), gives a kernel binary a console, DAT with an identity map, a
+//! frame pool, address-space switching, probes that survive DAT exceptions,
+//! storage-key access and a tiny test framework, then exits QEMU with a
+//! status the runner checks together with the printed summary.
+//!
+//! # Memory map (physical = virtual below 128 MiB)
+//!
+//! | range | what |
+//! |-------|------|
+//! | `0..0x2000` | lowcore (CPU 0); `0x200..0x300` belongs to the program-check handler |
+//! | `0x10000..16 MiB` | the kernel image: `_start`, command line at `0x10480`, text, data, bss, stacks |
+//! | `16 MiB..128 MiB` | the frame pool ([`alloc_frame`], [`alloc_aligned`]) |
+//! | `TEST_WINDOW` = `1 << 53` and up | region-first entries 1..2047: the tests' own tables |
+//!
+//! # A kernel
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! use mmu_notifier_kernel_s390x::{case, ensure, entry, run_tests, TestCase};
+//!
+//! entry!(main);
+//! fn main() -> ! {
+//!     run_tests(&[case!(two_is_two)])
+//! }
+//! fn two_is_two() -> Result<(), &'static str> {
+//!     ensure!(1 + 1 == 2, "arithmetic");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Kernel-only by design: the crate builds for `s390x-unknown-linux-gnu`
+//! (for its prebuilt `core`; `target_os = "linux"` is true there but
+//! meaningless) and refuses any other architecture.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+#[cfg(not(target_arch = "s390x"))]
+compile_error!("mmu-notifier-kernel-s390x is an s390x kernel: build it from targets/s390x (its .cargo/config.toml selects the target)");
+
+pub mod boot;
+pub mod console;
+pub mod dat;
+pub mod frame;
+pub mod lowcore;
+mod mem;
+pub mod probe;
+pub mod skey;
+mod sync;
+pub mod test;
+
+pub use boot::{cmdline, cmdline_arg};
+pub use dat::{activate, ipte, kernel_root, ptlb, TEST_WINDOW};
+pub use frame::{alloc_aligned, alloc_frame, free_frame};
+pub use probe::{probe_read, probe_write, Fault};
+pub use test::{run_tests, TestCase};
+
+use qemu_exit_s390x::{QEMUExit, S390x};
+
+/// Ends the run: QEMU exits with status 0.
+pub fn exit_success() -> ! {
+    S390x::new().exit_success()
+}
+
+/// Ends the run: QEMU exits with status 1 (the runner passes
+/// `-action panic=exit-failure`).
+pub fn exit_failure() -> ! {
+    S390x::new().exit_failure()
+}
+
+/// The fatal path shared by panics and unexpected program checks: a `FAIL`
+/// line for the running case (so the runner can name it), the message, and
+/// a failing exit whose PSW address carries `code`.
+pub(crate) fn fatal(msg: core::fmt::Arguments<'_>, code: u32) -> ! {
+    // SAFETY: we never return to whatever held the console (this path ends
+    // in a disabled wait), and interrupts are off, so nothing else runs.
+    unsafe { console::force_unlock() };
+    match test::current_case() {
+        Some(name) => println!("FAIL {name}: {msg}"),
+        None => println!("FATAL: {msg}"),
+    }
+    S390x::new().exit(code.max(1))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    // One line, so the runner sees exactly one `FAIL` line for the case.
+    match info.location() {
+        Some(at) => fatal(format_args!("panic at {}:{}: {}", at.file(), at.line(), info.message()), 0xdead),
+        None => fatal(format_args!("panic: {}", info.message()), 0xdead),
+    }
+}

@@ -1,0 +1,77 @@
+//! Fixed lowcore locations. These are *real* addresses: each CPU sees its
+//! own 8 KiB lowcore there through prefixing, with DAT on (the identity map
+//! makes virtual = real below 128 MiB) or off.
+//!
+//! 0x200..0x2ff is the part the architecture leaves to software; the
+//! program-check handler owns it.
+
+/// Program-interruption ILC byte (instruction length in bytes: 2, 4 or 6).
+pub const PGM_ILC: u64 = 0x8d;
+/// Program-interruption code (halfword).
+pub const PGM_CODE: u64 = 0x8e;
+/// Translation-exception identification (doubleword): the failing
+/// address in bits 0-51, access and space flags in the low bits.
+pub const TEID: u64 = 0xa8;
+/// Program old PSW: where a program interruption left off.
+pub const PGM_OLD_PSW: u64 = 0x150;
+
+/// Restart new PSW.
+pub const RESTART_NEW_PSW: u64 = 0x1a0;
+/// External new PSW.
+pub const EXTERNAL_NEW_PSW: u64 = 0x1b0;
+/// Supervisor-call new PSW.
+pub const SVC_NEW_PSW: u64 = 0x1c0;
+/// Program new PSW.
+pub const PROGRAM_NEW_PSW: u64 = 0x1d0;
+/// Machine-check new PSW.
+pub const MCCK_NEW_PSW: u64 = 0x1e0;
+/// I/O new PSW.
+pub const IO_NEW_PSW: u64 = 0x1f0;
+
+/// Software: the program-check handler saves r0-r15 here (128 bytes).
+pub const SAVE_AREA: u64 = 0x200;
+/// Software: address to resume at if the next program check happens
+/// inside a probe; 0 when no probe is active. Cleared by the handler.
+pub const PROBE_FIXUP: u64 = 0x280;
+/// Software: interruption code of the last probe fault (halfword).
+pub const PROBE_CODE: u64 = 0x288;
+/// Software: ILC byte of the last probe fault.
+pub const PROBE_ILC: u64 = 0x28a;
+/// Software: TEID of the last probe fault (doubleword).
+pub const PROBE_TEID: u64 = 0x290;
+
+/// Reads a lowcore doubleword.
+pub fn read_u64(addr: u64) -> u64 {
+    debug_assert!(addr != 0 && addr < 0x2000 && addr % 8 == 0);
+    // SAFETY: `addr` is a non-null, aligned lowcore address; the lowcore is
+    // always mapped (identity map, or DAT off) and never a Rust object.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// Reads a lowcore halfword.
+pub fn read_u16(addr: u64) -> u16 {
+    debug_assert!(addr != 0 && addr < 0x2000 && addr % 2 == 0);
+    // SAFETY: as in `read_u64`.
+    unsafe { core::ptr::read_volatile(addr as *const u16) }
+}
+
+/// Reads a lowcore byte.
+pub fn read_u8(addr: u64) -> u8 {
+    debug_assert!(addr != 0 && addr < 0x2000);
+    // SAFETY: as in `read_u64`.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+/// Writes a lowcore doubleword.
+///
+/// # Safety
+///
+/// `addr` is a lowcore field this harness owns or means to set (a new PSW,
+/// the software area); writing a new PSW changes where the next
+/// interruption of that class goes.
+pub unsafe fn write_u64(addr: u64, value: u64) {
+    debug_assert!(addr != 0 && addr < 0x2000 && addr % 8 == 0);
+    // SAFETY: as in `read_u64`; the effect of the write is the caller's
+    // responsibility.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, value) }
+}
