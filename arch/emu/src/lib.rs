@@ -43,10 +43,30 @@ const ADDR: u64 = 0x000f_ffff_ffff_f000;
 const VA_LIMIT: u64 = 1 << 47;
 
 const LEVELS: &[Level] = &[
-    Level { shift: 39, index_bits: 9, table_bytes: 4096, leaf: false },
-    Level { shift: 30, index_bits: 9, table_bytes: 4096, leaf: false },
-    Level { shift: 21, index_bits: 9, table_bytes: 4096, leaf: true },
-    Level { shift: 12, index_bits: 9, table_bytes: 4096, leaf: true },
+    Level {
+        shift: 39,
+        index_bits: 9,
+        table_bytes: 4096,
+        leaf: false,
+    },
+    Level {
+        shift: 30,
+        index_bits: 9,
+        table_bytes: 4096,
+        leaf: false,
+    },
+    Level {
+        shift: 21,
+        index_bits: 9,
+        table_bytes: 4096,
+        leaf: true,
+    },
+    Level {
+        shift: 12,
+        index_bits: 9,
+        table_bytes: 4096,
+        leaf: true,
+    },
 ];
 
 /// Why an emulated access failed.
@@ -70,10 +90,29 @@ struct TlbEntry {
 
 #[derive(Default)]
 struct Arena {
-    /// Every allocation ever made (freed on drop of the `Emu`).
-    all: Vec<u64>,
+    /// Every host allocation (returned to the host when the `Emu` drops).
+    blocks: Vec<(u64, Layout)>,
+    /// Every frame of every block.
+    all: HashSet<u64>,
     free: Vec<u64>,
     free_set: HashSet<u64>,
+}
+
+impl Arena {
+    fn new_block(&mut self, frames: usize, align: u64) -> u64 {
+        let layout =
+            Layout::from_size_align(frames * FRAME_SIZE as usize, align.max(FRAME_SIZE) as usize)
+                .expect("frame counts and power-of-two alignments make valid layouts");
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc_zeroed(layout) };
+        assert!(!p.is_null(), "host out of memory");
+        let pa = p.expose_provenance() as u64;
+        self.blocks.push((pa, layout));
+        for i in 0..frames as u64 {
+            self.all.insert(pa + i * FRAME_SIZE);
+        }
+        pa
+    }
 }
 
 struct Cpu {
@@ -91,7 +130,9 @@ pub struct Emu {
 
 impl core::fmt::Debug for Emu {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Emu").field("cpus", &self.cpus.len()).finish_non_exhaustive()
+        f.debug_struct("Emu")
+            .field("cpus", &self.cpus.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +141,12 @@ impl Emu {
     pub fn new(cpus: usize) -> Self {
         Self {
             arena: Mutex::new(Arena::default()),
-            cpus: (0..cpus.max(1)).map(|_| Cpu { root: AtomicU64::new(0), tlb: Mutex::new(HashMap::new()) }).collect(),
+            cpus: (0..cpus.max(1))
+                .map(|_| Cpu {
+                    root: AtomicU64::new(0),
+                    tlb: Mutex::new(HashMap::new()),
+                })
+                .collect(),
             flushes: AtomicU64::new(0),
         }
     }
@@ -115,16 +161,31 @@ impl Emu {
             arena.free_set.remove(&pa);
             // SAFETY: `pa` is a live FRAME_SIZE allocation of this arena that
             // nobody owns while it is on the free list.
-            unsafe { core::ptr::write_bytes(core::ptr::with_exposed_provenance_mut::<u8>(pa as usize), 0, FRAME_SIZE as usize) };
+            unsafe {
+                core::ptr::write_bytes(
+                    core::ptr::with_exposed_provenance_mut::<u8>(pa as usize),
+                    0,
+                    FRAME_SIZE as usize,
+                )
+            };
             return PhysAddr(pa);
         }
-        let layout = Layout::from_size_align(FRAME_SIZE as usize, FRAME_SIZE as usize).expect("valid layout");
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { alloc_zeroed(layout) };
-        assert!(!p.is_null(), "host out of memory");
-        let pa = p.expose_provenance() as u64;
-        arena.all.push(pa);
-        PhysAddr(pa)
+        PhysAddr(arena.new_block(1, FRAME_SIZE))
+    }
+
+    /// `count` zeroed frames, physically contiguous and aligned to `align`
+    /// (a power of two), for remapped ranges and huge pages. Each frame is
+    /// freed on its own with [`free_frame`](Self::free_frame).
+    pub fn alloc_contiguous(&self, count: usize, align: u64) -> Option<PhysAddr> {
+        if count == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        Some(PhysAddr(
+            self.arena
+                .lock()
+                .expect("arena lock")
+                .new_block(count, align),
+        ))
     }
 
     /// Gives a frame back. It stays readable (for stale translations to
@@ -134,7 +195,10 @@ impl Emu {
     /// If `pa` is not an allocated frame of this machine (a double free).
     pub fn free_frame(&self, pa: PhysAddr) {
         let mut arena = self.arena.lock().expect("arena lock");
-        assert!(arena.all.contains(&pa.0), "{pa:?} is not a frame of this machine");
+        assert!(
+            arena.all.contains(&pa.0),
+            "{pa:?} is not a frame of this machine"
+        );
         assert!(arena.free_set.insert(pa.0), "double free of {pa:?}");
         arena.free.push(pa.0);
     }
@@ -173,7 +237,10 @@ impl Emu {
 
     fn assert_frame(&self, pa: PhysAddr) {
         let arena = self.arena.lock().expect("arena lock");
-        assert!(arena.all.contains(&(pa.0 & !(FRAME_SIZE - 1))) && pa.0 % 8 == 0, "{pa:?} is not in this machine's memory");
+        assert!(
+            arena.all.contains(&(pa.0 & !(FRAME_SIZE - 1))) && pa.0 % 8 == 0,
+            "{pa:?} is not in this machine's memory"
+        );
     }
 
     /// Makes CPU `cpu` run on the address space rooted at `root` (like a CR3
@@ -231,7 +298,14 @@ impl Emu {
             // A write through an entry cached clean: walk to set D.
         }
         let (frame, writable) = self.walk(cpu, va, write)?;
-        tlb.insert(vpn, TlbEntry { frame, writable, dirty: write });
+        tlb.insert(
+            vpn,
+            TlbEntry {
+                frame,
+                writable,
+                dirty: write,
+            },
+        );
         self.checked(frame, offset)
     }
 
@@ -267,7 +341,9 @@ impl Emu {
             // Set A (and D) atomically only if the entry did not change
             // under us, as hardware does with a locked update.
             let new = raw | A | if write { D } else { 0 };
-            if e.compare_exchange(raw, new, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            if e.compare_exchange(raw, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
                 return self.walk(cpu, va, write);
             }
             let span_mask = level.entry_span() - 1;
@@ -300,11 +376,15 @@ impl Emu {
 
 impl Drop for Emu {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(FRAME_SIZE as usize, FRAME_SIZE as usize).expect("valid layout");
         let arena = self.arena.get_mut().expect("arena lock");
-        for &pa in &arena.all {
-            // SAFETY: allocated by `alloc_frame` with this layout, freed once.
-            unsafe { dealloc(core::ptr::with_exposed_provenance_mut::<u8>(pa as usize), layout) };
+        for &(pa, layout) in &arena.blocks {
+            // SAFETY: allocated by `new_block` with this layout, freed once.
+            unsafe {
+                dealloc(
+                    core::ptr::with_exposed_provenance_mut::<u8>(pa as usize),
+                    layout,
+                )
+            };
         }
     }
 }
@@ -326,7 +406,10 @@ unsafe impl Arch for Emu {
         if va.0 < VA_LIMIT {
             Ok(())
         } else {
-            Err(Error::OutOfRange { addr: va.0, limit: VA_LIMIT })
+            Err(Error::OutOfRange {
+                addr: va.0,
+                limit: VA_LIMIT,
+            })
         }
     }
 
@@ -348,7 +431,12 @@ unsafe impl Arch for Emu {
         if raw & NX == 0 {
             prot = prot | Prot::EXEC;
         }
-        Entry::Leaf(Leaf { frame: PhysAddr(raw & ADDR), prot, young: raw & A != 0, dirty: raw & D != 0 })
+        Entry::Leaf(Leaf {
+            frame: PhysAddr(raw & ADDR),
+            prot,
+            young: raw & A != 0,
+            dirty: raw & D != 0,
+        })
     }
 
     fn encode_table(_level: usize, table: PhysAddr) -> u64 {
@@ -375,9 +463,12 @@ unsafe impl Arch for Emu {
     unsafe fn ptep_modify(&self, slot: &PteSlot<'_>, new: u64) -> PendingFlush<'_, Self> {
         let mut old = slot.read();
         // Keep A/D that the walker sets meanwhile.
-        while let Err(now) =
-            slot.word().compare_exchange(old, new | (old & (A | D)), Ordering::AcqRel, Ordering::Acquire)
-        {
+        while let Err(now) = slot.word().compare_exchange(
+            old,
+            new | (old & (A | D)),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             old = now;
         }
         PendingFlush::new(self, slot.va(), slot.level(), old)
