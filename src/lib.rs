@@ -5,7 +5,11 @@
 //! and the arch layer of the target being built, as [`native`]. See the
 //! README for the design and the crate-level example.
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, missing_docs)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs
+)]
 
 pub use mmu_notifier_core::*;
 

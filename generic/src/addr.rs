@@ -77,13 +77,19 @@ impl PageRange {
         debug_assert!(page_size.is_power_of_two());
         for a in [start, end] {
             if !a.is_aligned(page_size) {
-                return Err(Error::Unaligned { addr: a.0, align: page_size });
+                return Err(Error::Unaligned {
+                    addr: a.0,
+                    align: page_size,
+                });
             }
         }
         match start.cmp(&end) {
             core::cmp::Ordering::Less => Ok(Self { start, end }),
             core::cmp::Ordering::Equal => Err(Error::EmptyRange { at: start.0 }),
-            core::cmp::Ordering::Greater => Err(Error::ReversedRange { start: start.0, end: end.0 }),
+            core::cmp::Ordering::Greater => Err(Error::ReversedRange {
+                start: start.0,
+                end: end.0,
+            }),
         }
     }
 
@@ -95,7 +101,10 @@ impl PageRange {
         let end = pages
             .checked_mul(page_size)
             .and_then(|len| start.checked_add(len))
-            .ok_or(Error::OutOfRange { addr: start.0, limit: u64::MAX })?;
+            .ok_or(Error::OutOfRange {
+                addr: start.0,
+                limit: u64::MAX,
+            })?;
         Self::new(start, end, page_size)
     }
 

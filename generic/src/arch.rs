@@ -184,7 +184,13 @@ impl<'a, A: Arch + ?Sized> PendingFlush<'a, A> {
     /// Records that the entry at `va`/`level` held `old` and changed.
     /// Arch primitives return this after changing a live entry.
     pub fn new(arch: &'a A, va: VirtAddr, level: usize, old: u64) -> Self {
-        Self { arch, va, level, old, done: false }
+        Self {
+            arch,
+            va,
+            level,
+            old,
+            done: false,
+        }
     }
 
     /// The entry's value before the change.
@@ -198,7 +204,10 @@ impl<'a, A: Arch + ?Sized> PendingFlush<'a, A> {
         // changed, which is what `flush_tlb_page` needs.
         unsafe { self.arch.flush_tlb_page(self.va, self.level) };
         self.done = true;
-        Flushed { va: self.va, old: self.old }
+        Flushed {
+            va: self.va,
+            old: self.old,
+        }
     }
 
     /// Declares the translation already purged.
@@ -209,7 +218,10 @@ impl<'a, A: Arch + ?Sized> PendingFlush<'a, A> {
     /// wider flush that covers it has completed on every CPU.
     pub unsafe fn assume_flushed(mut self) -> Flushed {
         self.done = true;
-        Flushed { va: self.va, old: self.old }
+        Flushed {
+            va: self.va,
+            old: self.old,
+        }
     }
 }
 

@@ -91,7 +91,10 @@ impl fmt::Display for Error {
                 write!(f, "range start {start:#x} lies after its end {end:#x}")
             }
             Error::OutOfRange { addr, limit } => {
-                write!(f, "address {addr:#x} is beyond the translatable limit {limit:#x}")
+                write!(
+                    f,
+                    "address {addr:#x} is beyond the translatable limit {limit:#x}"
+                )
             }
             Error::NonCanonical { addr } => write!(f, "address {addr:#x} is not canonical"),
             Error::AlreadyRegistered => f.write_str("notifier is already registered"),
@@ -103,11 +106,18 @@ impl fmt::Display for Error {
             Error::OutOfMemory => f.write_str("out of memory for translation tables"),
             Error::AlreadyMapped { addr } => write!(f, "address {addr:#x} is already mapped"),
             Error::PageSizeMismatch { addr } => {
-                write!(f, "page size at {addr:#x} differs from the one the operation works in")
+                write!(
+                    f,
+                    "page size at {addr:#x} differs from the one the operation works in"
+                )
             }
             Error::HugePagesUnsupported => f.write_str("huge pages are not supported here"),
-            Error::Again => f.write_str("a notifier would have to sleep; retry from a blockable context"),
-            Error::SameAddressSpace => f.write_str("source and destination are the same address space"),
+            Error::Again => {
+                f.write_str("a notifier would have to sleep; retry from a blockable context")
+            }
+            Error::SameAddressSpace => {
+                f.write_str("source and destination are the same address space")
+            }
             Error::UnregisterFromCallback => {
                 f.write_str("a notifier cannot be unregistered from inside its own callback")
             }

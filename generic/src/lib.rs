@@ -28,7 +28,11 @@
 //!
 //! [`mmu-notifier`]: https://docs.rs/mmu-notifier
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, missing_docs)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs
+)]
 
 pub mod addr;
 pub mod arch;
@@ -42,5 +46,7 @@ pub use addr::{PageRange, PhysAddr, VirtAddr};
 pub use arch::{Arch, Entry, Flushed, Leaf, Level, PendingFlush, Prot, PteSlot};
 pub use error::Error;
 pub use mm::{AddressSpace, CopyMode, FrameAllocator};
-pub use notifier::{Again, Event, InvalidateRange, MmuNotifier, NotifierHead, Owner, RangeGuard, Subscription};
+pub use notifier::{
+    Again, Event, InvalidateRange, MmuNotifier, NotifierHead, Owner, RangeGuard, Subscription,
+};
 pub use pgtable::{ptep_clear_flush_notify, ptep_clear_flush_young_notify, Reusable};

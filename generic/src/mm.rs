@@ -128,7 +128,9 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         // through `phys_to_virt` (FrameAllocator contract), and lives until
         // teardown frees it under the page-table lock. Words are accessed
         // only atomically, as the hardware walker also does.
-        unsafe { core::slice::from_raw_parts(self.arch.phys_to_virt(pa).cast::<AtomicU64>(), entries) }
+        unsafe {
+            core::slice::from_raw_parts(self.arch.phys_to_virt(pa).cast::<AtomicU64>(), entries)
+        }
     }
 
     fn new_table(&self, level: usize) -> Result<PhysAddr, Error> {
@@ -212,7 +214,8 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
             } else {
                 match A::decode(l, e.load(Ordering::Acquire)) {
                     Entry::Table(t) => {
-                        let sub = PageRange::new(VirtAddr(va), VirtAddr(next), 1).expect("va < next");
+                        let sub =
+                            PageRange::new(VirtAddr(va), VirtAddr(next), 1).expect("va < next");
                         self.visit(t, l + 1, sub, level, f)?;
                     }
                     Entry::Invalid => {}
@@ -253,19 +256,34 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     /// # Errors
     /// As [`map`](Self::map); [`Error::HugePagesUnsupported`] if `level`
     /// cannot hold a leaf.
-    pub fn map_huge(&self, level: usize, va: VirtAddr, frame: PhysAddr, prot: Prot) -> Result<(), Error> {
+    pub fn map_huge(
+        &self,
+        level: usize,
+        va: VirtAddr,
+        frame: PhysAddr,
+        prot: Prot,
+    ) -> Result<(), Error> {
         if level >= Self::LAST || !A::LEVELS[level].leaf {
             return Err(Error::HugePagesUnsupported);
         }
         self.map_at_level(level, va, frame, prot)
     }
 
-    fn map_at_level(&self, level: usize, va: VirtAddr, frame: PhysAddr, prot: Prot) -> Result<(), Error> {
+    fn map_at_level(
+        &self,
+        level: usize,
+        va: VirtAddr,
+        frame: PhysAddr,
+        prot: Prot,
+    ) -> Result<(), Error> {
         let span = A::LEVELS[level].entry_span();
         let range = PageRange::from_pages(va, 1, span)?;
         self.validate(range, span)?;
         if !frame.is_aligned(span) {
-            return Err(Error::Unaligned { addr: frame.0, align: span });
+            return Err(Error::Unaligned {
+                addr: frame.0,
+                align: span,
+            });
         }
         let _ptl = self.lock_live()?;
         let e = self.entry(va, level, true)?.ok_or(Error::OutOfMemory)?;
@@ -275,7 +293,10 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
             Entry::Table(_) => return Err(Error::PageSizeMismatch { addr: va.0 }),
         }
         // SAFETY: found by the walker under the lock; the entry is invalid.
-        unsafe { self.arch.set_pte_at(&self.slot(e, va, level), A::encode_leaf(level, frame, prot)) };
+        unsafe {
+            self.arch
+                .set_pte_at(&self.slot(e, va, level), A::encode_leaf(level, frame, prot))
+        };
         Ok(())
     }
 
@@ -306,11 +327,17 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     /// Bad range; [`Error::PageSizeMismatch`] if a huge page lies in the
     /// range (unmap it with [`unmap_huge_range`](Self::unmap_huge_range));
     /// [`Error::Released`].
-    pub fn zap_range(&self, range: PageRange, free: &mut dyn FnMut(Reusable)) -> Result<usize, Error> {
+    pub fn zap_range(
+        &self,
+        range: PageRange,
+        free: &mut dyn FnMut(Reusable),
+    ) -> Result<usize, Error> {
         self.validate(range, A::PAGE_SIZE)?;
         let _ptl = self.lock_live()?;
         self.for_each_entry(range, Self::LAST, &mut |_, _| Ok(()))?;
-        let guard = self.notifiers.invalidate_range_start(InvalidateRange::new(range, Event::Unmap));
+        let guard = self
+            .notifiers
+            .invalidate_range_start(InvalidateRange::new(range, Event::Unmap));
         let n = self.clear_leaves(range, Self::LAST, free);
         guard.end();
         Ok(n)
@@ -318,7 +345,12 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
 
     /// Clears every leaf of `level` in `range` through the notifier step.
     /// Caller holds the lock and has checked the range.
-    fn clear_leaves(&self, range: PageRange, level: usize, free: &mut dyn FnMut(Reusable)) -> usize {
+    fn clear_leaves(
+        &self,
+        range: PageRange,
+        level: usize,
+        free: &mut dyn FnMut(Reusable),
+    ) -> usize {
         let mut n = 0;
         let _ = self.for_each_entry(range, level, &mut |e, va| {
             if let Entry::Leaf(_) = A::decode(level, e.load(Ordering::Acquire)) {
@@ -326,7 +358,9 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
                 // callers only unmap ranges of the address space's own pages.
                 let slot = unsafe { self.slot(e, va, level) };
                 // SAFETY: as above; `self.notifiers` belongs to this tree.
-                if let Some(frame) = unsafe { ptep_clear_flush_notify(self.arch, &self.notifiers, &slot) } {
+                if let Some(frame) =
+                    unsafe { ptep_clear_flush_notify(self.arch, &self.notifiers, &slot) }
+                {
                     free(frame);
                 }
                 n += 1;
@@ -345,17 +379,27 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     /// [`Error::HugePagesUnsupported`] if `level` holds no huge leaves;
     /// bad range (aligned to the huge span); [`Error::PageSizeMismatch`] if
     /// a table of smaller pages lies in the range; [`Error::Released`].
-    pub fn unmap_huge_range(&self, level: usize, range: PageRange, free: &mut dyn FnMut(Reusable)) -> Result<usize, Error> {
+    pub fn unmap_huge_range(
+        &self,
+        level: usize,
+        range: PageRange,
+        free: &mut dyn FnMut(Reusable),
+    ) -> Result<usize, Error> {
         if level >= Self::LAST || !A::LEVELS[level].leaf {
             return Err(Error::HugePagesUnsupported);
         }
         self.validate(range, A::LEVELS[level].entry_span())?;
         let _ptl = self.lock_live()?;
-        self.for_each_entry(range, level, &mut |e, va| match A::decode(level, e.load(Ordering::Acquire)) {
+        self.for_each_entry(range, level, &mut |e, va| match A::decode(
+            level,
+            e.load(Ordering::Acquire),
+        ) {
             Entry::Table(_) => Err(Error::PageSizeMismatch { addr: va.0 }),
             _ => Ok(()),
         })?;
-        let guard = self.notifiers.invalidate_range_start(InvalidateRange::new(range, Event::Unmap));
+        let guard = self
+            .notifiers
+            .invalidate_range_start(InvalidateRange::new(range, Event::Unmap));
         let n = self.clear_leaves(range, level, free);
         guard.end();
         Ok(n)
@@ -373,7 +417,12 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     /// [`Error::SameAddressSpace`] if `child` is `self`;
     /// [`Error::Released`] if either side was torn down;
     /// [`Error::OutOfMemory`].
-    pub fn copy_range(&self, child: &AddressSpace<'_, A, F>, range: PageRange, mode: CopyMode) -> Result<(), Error> {
+    pub fn copy_range(
+        &self,
+        child: &AddressSpace<'_, A, F>,
+        range: PageRange,
+        mode: CopyMode,
+    ) -> Result<(), Error> {
         if ptr::eq(self.root.0 as *const u8, child.root.0 as *const u8) {
             return Err(Error::SameAddressSpace);
         }
@@ -384,18 +433,24 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         // anything.
         self.for_each_entry(range, Self::LAST, &mut |e, va| {
             if let Entry::Leaf(_) = A::decode(Self::LAST, e.load(Ordering::Acquire)) {
-                let c = child.entry(va, Self::LAST, true)?.ok_or(Error::OutOfMemory)?;
+                let c = child
+                    .entry(va, Self::LAST, true)?
+                    .ok_or(Error::OutOfMemory)?;
                 if A::decode(Self::LAST, c.load(Ordering::Acquire)) != Entry::Invalid {
                     return Err(Error::AlreadyMapped { addr: va.0 });
                 }
             }
             Ok(())
         })?;
-        let guard = (mode == CopyMode::Cow)
-            .then(|| self.notifiers.invalidate_range_start(InvalidateRange::new(range, Event::Clear)));
+        let guard = (mode == CopyMode::Cow).then(|| {
+            self.notifiers
+                .invalidate_range_start(InvalidateRange::new(range, Event::Clear))
+        });
         self.for_each_entry(range, Self::LAST, &mut |e, va| {
             let raw = e.load(Ordering::Acquire);
-            let Entry::Leaf(leaf) = A::decode(Self::LAST, raw) else { return Ok(()) };
+            let Entry::Leaf(leaf) = A::decode(Self::LAST, raw) else {
+                return Ok(());
+            };
             let prot = match mode {
                 CopyMode::Cow => leaf.prot.difference(Prot::WRITE),
                 CopyMode::Shared => leaf.prot,
@@ -403,13 +458,25 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
             if mode == CopyMode::Cow && leaf.prot.writable() {
                 // SAFETY: a valid leaf found by the walker under the lock; the
                 // new entry maps the same frame with less permission.
-                let _ = unsafe { self.arch.ptep_modify(&self.slot(e, va, Self::LAST), A::leaf_with_prot(Self::LAST, raw, prot)) }
-                    .flush();
+                let _ = unsafe {
+                    self.arch.ptep_modify(
+                        &self.slot(e, va, Self::LAST),
+                        A::leaf_with_prot(Self::LAST, raw, prot),
+                    )
+                }
+                .flush();
             }
-            let c = child.entry(va, Self::LAST, false)?.ok_or(Error::OutOfMemory)?;
+            let c = child
+                .entry(va, Self::LAST, false)?
+                .ok_or(Error::OutOfMemory)?;
             // SAFETY: the child's entry was checked invalid above, under its
             // lock; it maps a frame the parent maps.
-            unsafe { child.arch.set_pte_at(&child.slot(c, va, Self::LAST), A::encode_leaf(Self::LAST, leaf.frame, prot)) };
+            unsafe {
+                child.arch.set_pte_at(
+                    &child.slot(c, va, Self::LAST),
+                    A::encode_leaf(Self::LAST, leaf.frame, prot),
+                )
+            };
             Ok(())
         })?;
         if mode == CopyMode::Cow && crate::pgtable::NOTIFY {
@@ -434,7 +501,9 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         self.validate(range, A::PAGE_SIZE)?;
         let _ptl = self.lock_live()?;
         self.for_each_entry(range, Self::LAST, &mut |_, _| Ok(()))?;
-        let guard = self.notifiers.invalidate_range_start(InvalidateRange::new(range, Event::ProtectionVma));
+        let guard = self
+            .notifiers
+            .invalidate_range_start(InvalidateRange::new(range, Event::ProtectionVma));
         let mut n = 0;
         self.for_each_entry(range, Self::LAST, &mut |e, va| {
             let raw = e.load(Ordering::Acquire);
@@ -442,8 +511,13 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
                 if leaf.prot != prot {
                     // SAFETY: a valid leaf found by the walker under the lock;
                     // same frame, new permissions, flushed at once.
-                    let _ = unsafe { self.arch.ptep_modify(&self.slot(e, va, Self::LAST), A::leaf_with_prot(Self::LAST, raw, prot)) }
-                        .flush();
+                    let _ = unsafe {
+                        self.arch.ptep_modify(
+                            &self.slot(e, va, Self::LAST),
+                            A::leaf_with_prot(Self::LAST, raw, prot),
+                        )
+                    }
+                    .flush();
                     n += 1;
                 }
             }
@@ -464,27 +538,47 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     /// Bad range or frame alignment; [`Error::AlreadyMapped`] if any page
     /// of the range is mapped; [`Error::OutOfRange`] if the frames would
     /// wrap; [`Error::Released`]; [`Error::OutOfMemory`].
-    pub fn remap_pfn_range(&self, range: PageRange, first: PhysAddr, prot: Prot) -> Result<(), Error> {
+    pub fn remap_pfn_range(
+        &self,
+        range: PageRange,
+        first: PhysAddr,
+        prot: Prot,
+    ) -> Result<(), Error> {
         self.validate(range, A::PAGE_SIZE)?;
         if !first.is_aligned(A::PAGE_SIZE) {
-            return Err(Error::Unaligned { addr: first.0, align: A::PAGE_SIZE });
+            return Err(Error::Unaligned {
+                addr: first.0,
+                align: A::PAGE_SIZE,
+            });
         }
-        first.checked_add(range.len()).ok_or(Error::OutOfRange { addr: first.0, limit: u64::MAX })?;
+        first.checked_add(range.len()).ok_or(Error::OutOfRange {
+            addr: first.0,
+            limit: u64::MAX,
+        })?;
         let _ptl = self.lock_live()?;
         let mut va = range.start();
         while va < range.end() {
-            let e = self.entry(va, Self::LAST, true)?.ok_or(Error::OutOfMemory)?;
+            let e = self
+                .entry(va, Self::LAST, true)?
+                .ok_or(Error::OutOfMemory)?;
             if A::decode(Self::LAST, e.load(Ordering::Acquire)) != Entry::Invalid {
                 return Err(Error::AlreadyMapped { addr: va.0 });
             }
             va = VirtAddr(va.0 + A::PAGE_SIZE);
         }
-        let guard = self.notifiers.invalidate_range_start(InvalidateRange::new(range, Event::Clear));
+        let guard = self
+            .notifiers
+            .invalidate_range_start(InvalidateRange::new(range, Event::Clear));
         self.for_each_entry(range, Self::LAST, &mut |e, va| {
             let frame = PhysAddr(first.0 + (va.0 - range.start().0));
             // SAFETY: checked invalid above under the lock; the caller asked
             // for these frames to be mapped.
-            unsafe { self.arch.set_pte_at(&self.slot(e, va, Self::LAST), A::encode_leaf(Self::LAST, frame, prot)) };
+            unsafe {
+                self.arch.set_pte_at(
+                    &self.slot(e, va, Self::LAST),
+                    A::encode_leaf(Self::LAST, frame, prot),
+                )
+            };
             Ok(())
         })?;
         if crate::pgtable::NOTIFY {
@@ -514,7 +608,9 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
                     // SAFETY: a valid leaf found by walking under the lock.
                     let slot = unsafe { self.slot(e, base, l) };
                     // SAFETY: as above; our own notifier head.
-                    return Ok(unsafe { ptep_clear_flush_young_notify(self.arch, &self.notifiers, &slot) });
+                    return Ok(unsafe {
+                        ptep_clear_flush_young_notify(self.arch, &self.notifiers, &slot)
+                    });
                 }
                 _ => return Ok(false),
             }

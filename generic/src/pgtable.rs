@@ -28,7 +28,10 @@ pub struct Reusable {
 impl Reusable {
     /// Built only by this crate, after the CPU flush and the notifier step.
     pub(crate) fn new(leaf: Leaf) -> Self {
-        Self { frame: leaf.frame, leaf }
+        Self {
+            frame: leaf.frame,
+            leaf,
+        }
     }
     /// The frame.
     pub fn frame(&self) -> PhysAddr {
@@ -53,7 +56,11 @@ impl Reusable {
 /// # Safety
 /// As [`Arch::ptep_get_and_clear`]; `head` is the notifier head of the
 /// address space the slot belongs to.
-pub unsafe fn ptep_clear_flush_notify<A: Arch>(arch: &A, head: &NotifierHead, slot: &PteSlot<'_>) -> Option<Reusable> {
+pub unsafe fn ptep_clear_flush_notify<A: Arch>(
+    arch: &A,
+    head: &NotifierHead,
+    slot: &PteSlot<'_>,
+) -> Option<Reusable> {
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_clear_flush(slot) };
     let level = slot.level();
@@ -83,7 +90,11 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(arch: &A, head: &NotifierHead, sl
 /// # Safety
 /// As [`Arch::ptep_test_and_clear_young`]; `head` is the notifier head of
 /// the address space the slot belongs to.
-pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(arch: &A, head: &NotifierHead, slot: &PteSlot<'_>) -> bool {
+pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(
+    arch: &A,
+    head: &NotifierHead,
+    slot: &PteSlot<'_>,
+) -> bool {
     // SAFETY: forwarded contract.
     let young = unsafe { arch.ptep_clear_flush_young(slot) };
     // Not short-circuited: every secondary MMU must clear its state too.

@@ -14,7 +14,10 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsiz
 #[cfg(not(loom))]
 #[cfg_attr(
     not(feature = "notifier"),
-    expect(unused_imports, reason = "only the notifier list needs the pointer and counter atomics")
+    expect(
+        unused_imports,
+        reason = "only the notifier list needs the pointer and counter atomics"
+    )
 )]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -36,7 +39,9 @@ pub(crate) struct RawSpinLock {
 
 impl RawSpinLock {
     pub(crate) fn new() -> Self {
-        Self { locked: AtomicBool::new(false) }
+        Self {
+            locked: AtomicBool::new(false),
+        }
     }
 
     pub(crate) fn lock(&self) -> RawSpinGuard<'_> {

@@ -21,7 +21,10 @@ pub struct Subscription<'h, N: MmuNotifier> {
 impl<N: MmuNotifier> Subscription<'_, N> {
     /// Wraps `notifier`.
     pub fn new(notifier: N) -> Self {
-        Self { notifier, _head: PhantomData }
+        Self {
+            notifier,
+            _head: PhantomData,
+        }
     }
     /// The wrapped notifier.
     pub fn notifier(&self) -> &N {
@@ -59,7 +62,10 @@ impl NotifierHead {
     }
     /// # Errors
     /// Always [`Error::NotifiersDisabled`].
-    pub fn register<'h, N: MmuNotifier>(&'h self, sub: Pin<&Subscription<'h, N>>) -> Result<(), Error> {
+    pub fn register<'h, N: MmuNotifier>(
+        &'h self,
+        sub: Pin<&Subscription<'h, N>>,
+    ) -> Result<(), Error> {
         let _ = sub;
         Err(Error::NotifiersDisabled)
     }
@@ -92,15 +98,24 @@ impl NotifierHead {
     /// Returns an empty guard.
     #[inline(always)]
     pub fn invalidate_range_start(&self, range: InvalidateRange) -> RangeGuard<'_> {
-        RangeGuard { range, _head: PhantomData }
+        RangeGuard {
+            range,
+            _head: PhantomData,
+        }
     }
     /// Returns an empty guard.
     ///
     /// # Errors
     /// Never.
     #[inline(always)]
-    pub fn try_invalidate_range_start_nonblock(&self, range: InvalidateRange) -> Result<RangeGuard<'_>, Error> {
-        Ok(RangeGuard { range, _head: PhantomData })
+    pub fn try_invalidate_range_start_nonblock(
+        &self,
+        range: InvalidateRange,
+    ) -> Result<RangeGuard<'_>, Error> {
+        Ok(RangeGuard {
+            range,
+            _head: PhantomData,
+        })
     }
 }
 

@@ -245,15 +245,24 @@ impl NotifierHead {
     /// [`Error::Released`] if the head has been released;
     /// [`Error::AlreadyRegistered`] if `sub` is registered (here or on
     /// another head).
-    pub fn register<'h, N: MmuNotifier>(&'h self, sub: Pin<&Subscription<'h, N>>) -> Result<(), Error> {
+    pub fn register<'h, N: MmuNotifier>(
+        &'h self,
+        sub: Pin<&Subscription<'h, N>>,
+    ) -> Result<(), Error> {
         let node = &sub.get_ref().node;
         {
             let _writer = self.lock.lock();
             if self.released.load(Relaxed) {
                 return Err(Error::Released);
             }
-            if node.state.compare_exchange(IDLE, REGISTERED, AcqRel, Acquire).is_err()
-                && node.state.compare_exchange(RELEASED, REGISTERED, AcqRel, Acquire).is_err()
+            if node
+                .state
+                .compare_exchange(IDLE, REGISTERED, AcqRel, Acquire)
+                .is_err()
+                && node
+                    .state
+                    .compare_exchange(RELEASED, REGISTERED, AcqRel, Acquire)
+                    .is_err()
             {
                 return Err(Error::AlreadyRegistered);
             }
@@ -482,14 +491,20 @@ impl NotifierHead {
     /// notifier's `invalidate_range_start` runs before this returns, and
     /// their `invalidate_range_end` when the guard is ended or dropped.
     pub fn invalidate_range_start(&self, range: InvalidateRange) -> RangeGuard<'_> {
-        let range = InvalidateRange { blockable: true, ..range };
+        let range = InvalidateRange {
+            blockable: true,
+            ..range
+        };
         let guard = self.begin(range);
         if self.has_notifiers() {
             self.walk(guard.snap, |n| {
                 // SAFETY: nodes reached by `walk` under the guard's read
                 // section are alive, with their own vtable.
                 let r = unsafe { (n.vtable.range_start)(n, &guard.range) };
-                debug_assert!(r.is_ok(), "a blockable invalidate_range_start must not fail");
+                debug_assert!(
+                    r.is_ok(),
+                    "a blockable invalidate_range_start must not fail"
+                );
             });
         }
         guard
@@ -502,8 +517,14 @@ impl NotifierHead {
     /// [`Error::Again`] if a notifier would have had to sleep. Then the
     /// notifiers whose start succeeded have already received their `end`,
     /// the others none, and the caller must change nothing.
-    pub fn try_invalidate_range_start_nonblock(&self, range: InvalidateRange) -> Result<RangeGuard<'_>, Error> {
-        let range = InvalidateRange { blockable: false, ..range };
+    pub fn try_invalidate_range_start_nonblock(
+        &self,
+        range: InvalidateRange,
+    ) -> Result<RangeGuard<'_>, Error> {
+        let range = InvalidateRange {
+            blockable: false,
+            ..range
+        };
         let mut guard = self.begin(range);
         if !self.has_notifiers() {
             return Ok(guard);
@@ -532,7 +553,13 @@ impl NotifierHead {
     fn begin(&self, range: InvalidateRange) -> RangeGuard<'_> {
         let read = self.srcu.read_lock();
         let snap = self.generation.load(SeqCst);
-        RangeGuard { head: self, range, snap, started: None, _read: read }
+        RangeGuard {
+            head: self,
+            range,
+            snap,
+            started: None,
+            _read: read,
+        }
     }
 }
 

@@ -105,7 +105,12 @@ pub struct InvalidateRange {
 impl InvalidateRange {
     /// A range invalidation started from a context that may sleep.
     pub const fn new(range: PageRange, event: Event) -> Self {
-        Self { range, event, owner: None, blockable: true }
+        Self {
+            range,
+            event,
+            owner: None,
+            blockable: true,
+        }
     }
 
     /// The same invalidation, tagged with its owner.
