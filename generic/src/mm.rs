@@ -358,9 +358,8 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
                 // callers only unmap ranges of the address space's own pages.
                 let slot = unsafe { self.slot(e, va, level) };
                 // SAFETY: as above; `self.notifiers` belongs to this tree.
-                if let Some(frame) =
-                    unsafe { ptep_clear_flush_notify(self.arch, &self.notifiers, &slot) }
-                {
+                let frame = unsafe { ptep_clear_flush_notify(self.arch, &self.notifiers, &slot) };
+                if let Some(frame) = frame {
                     free(frame);
                 }
                 n += 1;

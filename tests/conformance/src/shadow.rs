@@ -203,6 +203,13 @@ impl ShadowMmu {
         })
     }
 
+    /// Whether `va` is cached and accessed since the last `age_page`.
+    pub fn accessed(&self, va: VirtAddr) -> bool {
+        let page = self.page(va);
+        self.state
+            .with(|s| s.tlb.iter().flatten().any(|c| c.page == page && c.accessed))
+    }
+
     /// Number of cached translations.
     pub fn cached_count(&self) -> usize {
         self.state.with(|s| s.tlb.iter().flatten().count())
@@ -219,6 +226,12 @@ impl ShadowMmu {
             *out = s.log;
             s.logged.min(LOG)
         })
+    }
+
+    /// Drops every cached translation, as a driver does when it detaches
+    /// from an address space (after unregistering it is told nothing more).
+    pub fn detach(&self) {
+        self.state.with(|s| s.tlb = [None; CAPACITY]);
     }
 
     /// Forgets the call log.
