@@ -186,6 +186,10 @@ fn run(ops: &[Op], teardown_at_end: bool) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    // No regression file: the deliberately broken builds run this test too
+    // and must not write into the source tree.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn random_operation_sequences_keep_every_secondary_coherent(ops in prop::collection::vec(op(), 1..48), teardown in any::<bool>()) {
         run(&ops, teardown)?;
