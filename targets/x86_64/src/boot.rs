@@ -27,7 +27,7 @@ pub(crate) struct HwTable(UnsafeCell<[u64; 512]>);
 unsafe impl Sync for HwTable {}
 
 impl HwTable {
-    const fn zeroed() -> Self {
+    pub(crate) const fn zeroed() -> Self {
         Self(UnsafeCell::new([0; 512]))
     }
 

@@ -146,16 +146,82 @@ pub(crate) fn current_case() -> Option<&'static str> {
     unsafe { case.as_ref() }.map(|c| c.name)
 }
 
+/// Verdict lines in the runner's format, and their count: `ok   <name>`,
+/// `FAIL <name>: <reason>`, `skip <name>: <why>` (not counted), and at the
+/// end `N passed, N failed` followed by the QEMU exit code.
+///
+/// [`run_cases`] uses it; so do kernels that run cases of their own (the
+/// conformance suite, the demo), so that every kernel prints alike.
+#[derive(Debug, Default)]
+pub struct Tally {
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+}
+
+impl Tally {
+    /// No verdicts yet.
+    pub const fn new() -> Tally {
+        Tally { passed: 0, failed: 0, skipped: 0 }
+    }
+
+    /// Records and prints a pass.
+    pub fn pass(&mut self, name: &str) {
+        self.passed += 1;
+        println!("ok   {name}");
+    }
+
+    /// Records and prints a failure.
+    pub fn fail(&mut self, name: &str, reason: impl fmt::Display) {
+        self.failed += 1;
+        println!("FAIL {name}: {reason}");
+    }
+
+    /// Prints a case that does not apply here; it counts neither way.
+    pub fn skip(&mut self, name: &str, why: impl fmt::Display) {
+        self.skipped += 1;
+        println!("skip {name}: {why}");
+    }
+
+    /// Records a case's outcome.
+    pub fn record<E: fmt::Display>(&mut self, name: &str, outcome: Result<(), E>) {
+        match outcome {
+            Ok(()) => self.pass(name),
+            Err(reason) => self.fail(name, reason),
+        }
+    }
+
+    /// Passes and failures so far.
+    pub fn counts(&self) -> (u32, u32) {
+        (self.passed, self.failed)
+    }
+
+    /// Prints `N passed, N failed` (after a line naming the skipped cases'
+    /// count, if any) and exits QEMU: success iff nothing failed and
+    /// something passed.
+    pub fn finish(&self) -> ! {
+        if self.skipped > 0 {
+            println!("({} skipped: not applicable on this machine)", self.skipped);
+        }
+        println!("{} passed, {} failed", self.passed, self.failed);
+        if self.failed == 0 && self.passed > 0 {
+            exit::exit_success()
+        } else {
+            exit::exit_failure()
+        }
+    }
+}
+
 /// Runs the cases whose name contains the command-line filter (all of them
 /// without one), printing `ok   <name>` or `FAIL <name>: <reason>` for each,
 /// then `N passed, N failed`, then exits QEMU: success iff nothing failed and
-/// something passed.
+/// something passed (see [`Tally`]).
 ///
 /// After each case the kernel's own address space is restored, so a case
 /// that forgot to switch back cannot break the next one.
 pub fn run_cases(cases: &'static [Case]) -> ! {
     let filter = boot::filter();
-    let (mut passed, mut failed) = (0u32, 0u32);
+    let mut tally = Tally::new();
     for case in cases.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
         CURRENT.store(core::ptr::from_ref(case).cast_mut(), Ordering::SeqCst);
         let outcome = (case.run)();
@@ -163,21 +229,7 @@ pub fn run_cases(cases: &'static [Case]) -> ! {
             paging::deactivate();
         }
         CURRENT.store(core::ptr::null_mut(), Ordering::SeqCst);
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                println!("ok   {}", case.name);
-            }
-            Err(reason) => {
-                failed += 1;
-                println!("FAIL {}: {reason}", case.name);
-            }
-        }
+        tally.record(case.name, outcome);
     }
-    println!("{passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 {
-        exit::exit_success()
-    } else {
-        exit::exit_failure()
-    }
+    tally.finish()
 }

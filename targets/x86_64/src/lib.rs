@@ -13,6 +13,11 @@
 //! - PML4 entries 1..=511, starting at [`TEST_WINDOW`], belong to the tests.
 //!   The harness never maps anything there.
 //! - Frames handed out by [`alloc_frame`] come from RAM above 16 MiB.
+//! - Trees built by the code under test are run through a *view*
+//!   ([`activate_view`]): a harness-owned top-level table holding the
+//!   kernel's entry 0 and the tree's entries 1..=511, so the tree itself
+//!   never contains the kernel. [`machine::KernelMachine`] is the
+//!   conformance suite's `Machine` built that way.
 //!
 //! # Writing a kernel
 //! ```ignore
@@ -43,6 +48,7 @@ mod exit;
 mod frames;
 mod interrupts;
 mod ktest;
+pub mod machine;
 mod paging;
 pub mod serial;
 mod sync;
@@ -51,10 +57,10 @@ pub use boot::{accel, cmdline, cmdline_option, filter, Accel};
 pub use exit::{exit_failure, exit_success, EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS};
 pub use frames::{alloc_frame, alloc_frames_aligned, frames_in_use, free_frame, FRAME_SIZE};
 pub use interrupts::{probe_read, probe_write, Fault, PF_INSTR, PF_PRESENT, PF_RESERVED, PF_USER, PF_WRITE};
-pub use ktest::{run_cases, Case, Outcome, Reason};
+pub use ktest::{run_cases, Case, Outcome, Reason, Tally};
 pub use paging::{
-    activate, current_root, deactivate, invlpg, kernel_root, pte, reload_cr3, MapError, Pte, TestSpace,
-    TEST_WINDOW, TEST_WINDOW_END,
+    activate, activate_view, current_root, deactivate, invlpg, kernel_root, pte, refresh_view, reload_cr3,
+    viewed_root, MapError, Pte, TestSpace, TEST_WINDOW, TEST_WINDOW_END,
 };
 
 /// Declares the kernel's entry point: `entry!(main)` where

@@ -8,8 +8,9 @@
 
 use core::arch::asm;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::boot::{BOOT_PML4, IDENTITY_MAP_END};
+use crate::boot::{HwTable, BOOT_PML4, IDENTITY_MAP_END};
 use crate::cpu::{read_cr3, write_cr3};
 use crate::frames::{alloc_frame, free_frame, FRAME_SIZE};
 
@@ -86,6 +87,87 @@ pub unsafe fn activate(root_pa: u64) {
 pub fn deactivate() {
     // SAFETY: the kernel root maps the kernel and nothing else.
     unsafe { write_cr3(kernel_root()) };
+}
+
+/// The top-level table the CPU walks while it runs on a *view* of a tree
+/// the harness does not own (see [`activate_view`]).
+static VIEW_PML4: HwTable = HwTable::zeroed();
+/// Root of the tree the view follows (0: none yet).
+static VIEW_SOURCE: AtomicU64 = AtomicU64::new(0);
+
+/// Switches to the address space rooted at `root_pa` without writing to
+/// that tree: the CPU runs on a harness-owned top-level table whose entry 0
+/// is the kernel's and whose entries 1..=511 are copied from `root_pa`'s.
+///
+/// This is [`activate`] for trees built by code under test (such as
+/// `mmu_notifier_core::AddressSpace`), which own their whole top-level
+/// table: `activate(root)` would plant the kernel's identity map in entry 0
+/// of that tree, and the tree's teardown would then unmap the kernel. Only
+/// the top level is copied; everything below it is shared, so changes to
+/// the tree's lower tables take effect as in the tree itself, TLB and all.
+/// A change to one of its top-level entries reaches the view at the next
+/// [`refresh_view`].
+///
+/// # Safety
+/// As for [`activate`]: `root_pa` is a 4 KiB-aligned top-level table below
+/// 1 GiB whose entries 1..=511 are zero or point to valid page tables, which
+/// map only memory no Rust reference covers, and no table of the tree is
+/// freed while the view is active (switch away with [`deactivate`] first).
+pub unsafe fn activate_view(root_pa: u64) {
+    assert!(root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END, "activate_view({root_pa:#x}): bad root");
+    let view = VIEW_PML4.addr();
+    if current_root() == view {
+        // Never rewrite the table the CPU is walking: switch away first.
+        deactivate();
+    }
+    VIEW_SOURCE.store(root_pa, Ordering::SeqCst);
+    for i in 1..512 {
+        // SAFETY: both are top-level tables (the caller's, and our static,
+        // which the CPU is not using now); volatile since the CPU may set A
+        // bits in the caller's entries.
+        unsafe { entry(view, i).write_volatile(entry(root_pa, i).read_volatile()) };
+    }
+    // SAFETY: the view's entries 1..=511 are the caller's (contract above);
+    // entry 0 is written by `activate`.
+    unsafe { activate(view) }
+}
+
+/// Copies into the active view (see [`activate_view`]) the top-level
+/// entries of its tree that changed since, then reloads CR3 if one of the
+/// replaced entries was present (x86 may cache a present top-level entry,
+/// never a not-present one). Returns whether anything changed. Does nothing
+/// unless the CPU runs on a view.
+///
+/// Call it before a CPU access, so the access sees the tree as it is now.
+/// The lower levels need no refresh: they are the tree's own tables.
+pub fn refresh_view() -> bool {
+    let Some(source) = viewed_root() else { return false };
+    let view = VIEW_PML4.addr();
+    let (mut changed, mut flush) = (false, false);
+    for i in 1..512 {
+        // SAFETY: the view is active, so its tree is live (contract of
+        // `activate_view`); both are top-level tables.
+        let (now, seen) = unsafe { (entry(source, i).read_volatile(), entry(view, i).read_volatile()) };
+        // The CPU may have set the A bit in the view's copy.
+        if now & !pte::ACCESSED != seen & !pte::ACCESSED {
+            // SAFETY: as above; `now` is an entry of the tree, whose tables
+            // the caller of `activate_view` vouched for.
+            unsafe { entry(view, i).write_volatile(now) };
+            changed = true;
+            flush |= seen & pte::PRESENT != 0;
+        }
+    }
+    if flush {
+        reload_cr3();
+    }
+    changed
+}
+
+/// The root of the tree the CPU runs on through a view ([`activate_view`]),
+/// or `None` if it runs on anything else.
+pub fn viewed_root() -> Option<u64> {
+    let source = VIEW_SOURCE.load(Ordering::SeqCst);
+    (source != 0 && current_root() == VIEW_PML4.addr()).then_some(source)
 }
 
 /// Drops the current CPU's cached translation of the page containing `va`.
@@ -173,7 +255,8 @@ fn index(va: u64, level: u32) -> usize {
 }
 
 /// # Safety
-/// `table` is a page table owned by the calling TestSpace.
+/// `table` is an identity-mapped page table the caller may access (one its
+/// TestSpace owns, or the view and the tree it follows).
 unsafe fn entry(table: u64, i: usize) -> *mut u64 {
     (table + 8 * i as u64) as *mut u64
 }

@@ -1,0 +1,173 @@
+//! The conformance suite's [`Machine`] on this kernel: the real x86-64 MMU
+//! (TLB included), [`mmu_notifier_x86::X86_64`] as the arch, and the
+//! harness's frame allocator, fault probes and address-space switching.
+//!
+//! Used by the `conformance` kernel (which runs the shared suite on it) and
+//! by the `demo` kernel.
+//!
+//! # How a case's address space reaches CR3
+//! An [`AddressSpace`](mmu_notifier_core::AddressSpace) owns its whole
+//! top-level table, and its teardown walks all 512 entries. The kernel's
+//! identity map must not appear there (teardown would unmap the kernel, and
+//! a case that fails returns early and drops its still-active address space,
+//! tearing it down). So [`activate`](Machine::activate) runs the CPU on the
+//! harness's *view* of the tree ([`activate_view`]): a harness-owned
+//! top-level table with the kernel in entry 0 and the tree's entries
+//! 1..=511; every lower table is the tree's own, so the hardware walks, sets
+//! A/D bits in, and caches translations of exactly the entries the core
+//! changes. Each CPU access first picks up new top-level entries
+//! ([`refresh_view`]); and the table allocator switches the CPU back to the
+//! kernel's address space before any table is freed, so the CPU never walks
+//! a freed table, even when a failing case drops an active address space.
+
+use mmu_notifier_conformance::{CpuFault, Machine};
+use mmu_notifier_core::{FrameAllocator, PhysAddr, VirtAddr};
+use mmu_notifier_x86::X86_64;
+
+use crate::frames::{alloc_frame, alloc_frames_aligned, free_frame, FRAME_SIZE};
+use crate::interrupts::{probe_read, probe_write, Fault, PF_PRESENT, PF_WRITE};
+use crate::paging::{activate_view, deactivate, kernel_root, current_root, refresh_view, viewed_root, TEST_WINDOW};
+
+/// Page-fault vector.
+const VECTOR_PF: u8 = 14;
+
+/// Table memory for the core: one harness frame per table (x86-64 tables
+/// are 4096 bytes).
+#[derive(Debug, Default)]
+pub struct KernelFrames;
+
+// SAFETY: `alloc_frame` hands out zeroed 4 KiB frames, 4 KiB-aligned (so
+// aligned to any `bytes` up to 4096, the only sizes accepted), in the
+// identity map (reachable through `X86_64::identity()`'s `phys_to_virt`),
+// used by nobody else until `free_frame`. The allocator is a spin lock, so
+// `Sync`.
+unsafe impl FrameAllocator for KernelFrames {
+    fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
+        if !bytes.is_power_of_two() || bytes as u64 > FRAME_SIZE {
+            return None;
+        }
+        alloc_frame().map(PhysAddr)
+    }
+
+    unsafe fn free_table(&self, pa: PhysAddr, _bytes: usize) {
+        // A table is freed only after its tree is unlinked and flushed; but
+        // the CPU may still run on a view of that tree (a failing case drops
+        // its address space while active). Leave it before the table goes:
+        // the CR3 load also empties every paging-structure cache. Which tree
+        // the table belongs to is not known here, so freeing any table
+        // switches the CPU back to the kernel's address space; callers
+        // activate again if they go on (the suite deactivates before every
+        // teardown anyway).
+        if viewed_root().is_some() {
+            deactivate();
+        }
+        // SAFETY: `pa` came from `alloc_table`, i.e. `alloc_frame`; the core
+        // unlinked it (no entry of its tree refers to it) and the CPU no
+        // longer walks that tree (above). The view's stale copy of a
+        // top-level entry is not walked and is rewritten by the next
+        // `activate_view`.
+        unsafe { free_frame(pa.0) }
+    }
+}
+
+/// The real machine, for the conformance suite: boot CPU only.
+#[derive(Debug)]
+pub struct KernelMachine {
+    arch: X86_64,
+    frames: KernelFrames,
+}
+
+impl KernelMachine {
+    /// The machine: tables in the identity map, the harness's frames.
+    pub const fn new() -> Self {
+        Self { arch: X86_64::identity(), frames: KernelFrames }
+    }
+}
+
+impl Default for KernelMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The suite's view of a probe's fault: x86 #PF with P = 0 is "not mapped",
+/// a write with P = 1 a protection fault; anything else (a reserved bit, a
+/// #GP) is `Other((vector << 32) | error code)`.
+pub fn cpu_fault(f: Fault) -> CpuFault {
+    match (f.vector, f.code & PF_PRESENT != 0, f.code & PF_WRITE != 0) {
+        (VECTOR_PF, false, _) => CpuFault::NotMapped,
+        (VECTOR_PF, true, true) => CpuFault::Protection,
+        _ => CpuFault::Other((u64::from(f.vector) << 32) | f.code),
+    }
+}
+
+impl Machine for KernelMachine {
+    type Arch = X86_64;
+    type Frames = KernelFrames;
+
+    fn arch(&self) -> &X86_64 {
+        &self.arch
+    }
+
+    fn frames(&self) -> &KernelFrames {
+        &self.frames
+    }
+
+    fn alloc_frame(&self) -> Option<PhysAddr> {
+        alloc_frame().map(PhysAddr)
+    }
+
+    fn alloc_contiguous(&self, count: usize, align: u64) -> Option<PhysAddr> {
+        alloc_frames_aligned(count, align.max(FRAME_SIZE)).map(PhysAddr)
+    }
+
+    fn free_frame(&self, frame: PhysAddr) {
+        // SAFETY: the suite frees only data frames it got from
+        // `alloc_frame`/`alloc_contiguous`, once, after the core handed them
+        // back (`Reusable`: unmapped, TLB flushed, secondaries told) or after
+        // teardown. (A deliberately broken build skips that flush: then a
+        // stale TLB entry may still reach the frame, which is what the
+        // suite detects; frames are plain RAM, so that is no memory-safety
+        // issue for the kernel, which reads them only through probes.)
+        unsafe { free_frame(frame.0) }
+    }
+
+    fn write_phys(&self, pa: PhysAddr, value: u64) {
+        assert!(pa.0.is_multiple_of(8), "write_phys({pa}): misaligned");
+        // SAFETY: `pa` lies in a data frame the suite allocated (identity-
+        // mapped, below 1 GiB); no Rust reference covers data frames, so a
+        // volatile store cannot break aliasing.
+        unsafe { (pa.0 as *mut u64).write_volatile(value) }
+    }
+
+    unsafe fn activate(&self, root: PhysAddr) {
+        // SAFETY: the caller keeps the tree live until `deactivate`; its
+        // tables come from `KernelFrames`, its leaves map data frames no Rust
+        // reference covers; `free_table` leaves the view before a table goes.
+        unsafe { activate_view(root.0) }
+    }
+
+    fn deactivate(&self) {
+        if current_root() != kernel_root() {
+            deactivate();
+        }
+    }
+
+    fn cpu_read(&self, va: VirtAddr) -> Result<u64, CpuFault> {
+        refresh_view();
+        probe_read(va.0).map_err(cpu_fault)
+    }
+
+    fn cpu_write(&self, va: VirtAddr, value: u64) -> Result<(), CpuFault> {
+        refresh_view();
+        probe_write(va.0, value).map_err(cpu_fault)
+    }
+
+    fn test_base(&self) -> VirtAddr {
+        VirtAddr(TEST_WINDOW)
+    }
+
+    fn huge_level(&self) -> Option<usize> {
+        Some(X86_64::PD)
+    }
+}
