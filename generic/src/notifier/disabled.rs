@@ -3,6 +3,13 @@
 //! Same names and signatures as the real list, so call sites type-check
 //! their arguments either way; every hook is an empty `#[inline(always)]`
 //! function and the head is zero-sized.
+//!
+//! Hooks still type-check their arguments with the feature off:
+//!
+//! ```compile_fail
+//! let head = mmu_notifier_core::NotifierHead::new();
+//! head.invalidate_page(42u32); // a `VirtAddr` is required
+//! ```
 
 use core::marker::PhantomData;
 use core::pin::Pin;

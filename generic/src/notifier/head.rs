@@ -250,6 +250,10 @@ impl NotifierHead {
         sub: Pin<&Subscription<'h, N>>,
     ) -> Result<(), Error> {
         let node = &sub.get_ref().node;
+        // The list holds pointers derived from the whole subscription, not
+        // from `node`: the thunks cast them back to `Subscription<N>` to
+        // reach the notifier, which lies outside a `&Node`'s provenance.
+        let node_ptr: *mut Node = ptr::from_ref(sub.get_ref()).cast::<Node>().cast_mut();
         {
             let _writer = self.lock.lock();
             if self.released.load(Relaxed) {
@@ -272,7 +276,7 @@ impl NotifierHead {
             node.head.store(ptr::from_ref(self).cast_mut(), Release);
             node.next.store(self.first.load(Relaxed), Relaxed);
             // Publish: a reader that sees the node sees it initialised.
-            self.first.store(ptr::from_ref(node).cast_mut(), SeqCst);
+            self.first.store(node_ptr, SeqCst);
             self.generation.store(generation, SeqCst);
         }
         // Range operations hold a read-side section from start to end.
@@ -385,11 +389,13 @@ impl NotifierHead {
             // mark them RELEASED, UNREGISTERING ones until their owner's
             // grace period, which starts after we drop this lock.
             while let Some(node) = unsafe { p.as_ref() } {
+                // `cur`, not `&Node`, carries the subscription's provenance.
+                let cur = p;
                 p = node.next.load(Relaxed);
                 if node.state.load(Relaxed) == RELEASING {
                     match tail {
-                        None => chain = ptr::from_ref(node).cast_mut(),
-                        Some(t) => t.next.store(ptr::from_ref(node).cast_mut(), SeqCst),
+                        None => chain = cur,
+                        Some(t) => t.next.store(cur, SeqCst),
                     }
                     tail = Some(node);
                 }
@@ -401,14 +407,16 @@ impl NotifierHead {
         // Readers still stepping through the old list are done with it.
         self.srcu.synchronize();
         while !chain.is_null() {
+            let this = chain;
             // SAFETY: a RELEASING node stays alive until we store RELEASED
             // (its owner's Drop waits for that).
-            let node = unsafe { &*chain };
+            let node = unsafe { &*this };
             chain = node.next.load(Relaxed);
             // SAFETY: the vtable belongs to the node's own subscription type
             // and the node is alive (above).
-            unsafe { (node.vtable.release)(node) };
-            node.head.store(ptr::null_mut(), Relaxed);
+            unsafe { (node.vtable.release)(this) };
+            // `head` stays set: `unregister` on this head then reports
+            // `Released`, as documented, not `NotRegistered`.
             // Hands the node back; we must not touch it after this store.
             node.state.store(RELEASED, Release);
         }
@@ -417,20 +425,23 @@ impl NotifierHead {
     /// Calls `f` on every notifier visible at the current generation,
     /// inside a read-side section.
     #[inline]
-    fn for_each(&self, f: impl FnMut(&Node)) {
+    fn for_each(&self, f: impl FnMut(*const Node, &'static VTable)) {
         let _read = self.srcu.read_lock();
         let snap = self.generation.load(SeqCst);
         self.walk(snap, f);
     }
 
     #[inline]
-    fn walk(&self, snap: u64, mut f: impl FnMut(&Node)) {
+    /// Calls `f(node, vtable)` on every node visible at `snap`. `node` is
+    /// the list's own pointer (provenance over the whole subscription), so
+    /// `vtable`'s thunks may reach the notifier through it.
+    fn walk(&self, snap: u64, mut f: impl FnMut(*const Node, &'static VTable)) {
         let mut p = self.first.load(SeqCst);
         // SAFETY: the caller holds a read-side section, so every node
         // reachable from the list stays alive until it ends.
         while let Some(node) = unsafe { p.as_ref() } {
             if node.visible_at(snap) {
-                f(node);
+                f(p, node.vtable);
             }
             p = node.next.load(SeqCst);
         }
@@ -450,7 +461,7 @@ impl NotifierHead {
     #[inline(never)]
     fn invalidate_page_slow(&self, addr: VirtAddr) {
         // SAFETY: nodes reached by `for_each` are alive, with their own vtable.
-        self.for_each(|n| unsafe { (n.vtable.invalidate_page)(n, addr) });
+        self.for_each(|n, vt| unsafe { (vt.invalidate_page)(n, addr) });
     }
 
     /// Tells every notifier that every page of `range` lost or downgraded
@@ -466,7 +477,7 @@ impl NotifierHead {
     #[inline(never)]
     fn invalidate_pages_slow(&self, range: PageRange) {
         // SAFETY: nodes reached by `for_each` are alive, with their own vtable.
-        self.for_each(|n| unsafe { (n.vtable.invalidate_pages)(n, range) });
+        self.for_each(|n, vt| unsafe { (vt.invalidate_pages)(n, range) });
     }
 
     /// Asks every notifier whether its MMU accessed the page at `addr`
@@ -483,7 +494,7 @@ impl NotifierHead {
     fn age_page_slow(&self, addr: VirtAddr) -> bool {
         let mut young = false;
         // SAFETY: nodes reached by `for_each` are alive, with their own vtable.
-        self.for_each(|n| young |= unsafe { (n.vtable.age_page)(n, addr) });
+        self.for_each(|n, vt| young |= unsafe { (vt.age_page)(n, addr) });
         young
     }
 
@@ -497,10 +508,10 @@ impl NotifierHead {
         };
         let guard = self.begin(range);
         if self.has_notifiers() {
-            self.walk(guard.snap, |n| {
+            self.walk(guard.snap, |n, vt| {
                 // SAFETY: nodes reached by `walk` under the guard's read
                 // section are alive, with their own vtable.
-                let r = unsafe { (n.vtable.range_start)(n, &guard.range) };
+                let r = unsafe { (vt.range_start)(n, &guard.range) };
                 debug_assert!(
                     r.is_ok(),
                     "a blockable invalidate_range_start must not fail"
@@ -531,10 +542,10 @@ impl NotifierHead {
         }
         let mut started = 0usize;
         let mut failed = false;
-        self.walk(guard.snap, |n| {
+        self.walk(guard.snap, |n, vt| {
             if !failed {
                 // SAFETY: as in `invalidate_range_start`.
-                match unsafe { (n.vtable.range_start)(n, &guard.range) } {
+                match unsafe { (vt.range_start)(n, &guard.range) } {
                     Ok(()) => started += 1,
                     Err(Again) => failed = true,
                 }
@@ -603,11 +614,11 @@ impl Drop for RangeGuard<'_> {
         }
         let mut budget = self.started.unwrap_or(usize::MAX);
         let range = self.range;
-        self.head.walk(self.snap, |n| {
+        self.head.walk(self.snap, |n, vt| {
             if budget > 0 {
                 budget -= 1;
                 // SAFETY: our read section keeps visible nodes alive.
-                unsafe { (n.vtable.range_end)(n, &range) };
+                unsafe { (vt.range_end)(n, &range) };
             }
         });
     }

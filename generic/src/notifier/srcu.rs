@@ -16,6 +16,17 @@
 //! after the unlink, so it cannot reach the node. A reader whose increment
 //! comes before keeps the counter above zero until it leaves. Either way no
 //! reader holds the node when `synchronize` returns.
+//!
+//! The writer accepts a zero only from a read-modify-write
+//! (`fetch_add(0)`), which makes the same argument hold with
+//! acquire/release alone, without the SeqCst total order: an RMW reads the
+//! latest value, so either it sees the reader's increment (and waits for
+//! the decrement, which then happens-before the writer goes on), or the
+//! reader's increment reads from it and the writer's unlink happens-before
+//! the reader's walk. This keeps the proof local to this file (it no
+//! longer needs every list access in `head.rs` to be SeqCst) and lets loom,
+//! which models SeqCst loads and stores as acquire/release only, check it.
+//! Readers pay nothing for it; the writer polls with plain loads first.
 
 use crate::sync::{spin_loop, AtomicUsize, Ordering::SeqCst, RawSpinLock};
 
@@ -49,7 +60,9 @@ impl Srcu {
         for _ in 0..2 {
             let old = self.epoch.load(SeqCst) & 1;
             self.epoch.store(old ^ 1, SeqCst);
-            while self.readers[old].load(SeqCst) != 0 {
+            // Poll with plain loads (readers keep the line shared), but
+            // accept zero only from a read-modify-write: see the module docs.
+            while self.readers[old].load(SeqCst) != 0 || self.readers[old].fetch_add(0, SeqCst) != 0 {
                 spin_loop();
             }
         }
