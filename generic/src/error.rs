@@ -72,6 +72,9 @@ pub enum Error {
     /// A non-blocking invalidation met a notifier that would have to sleep;
     /// nothing was changed, try again from a context that may block.
     Again,
+    /// A notifier declared both the synchronous secondary-TLB hook and
+    /// range start/end; it must choose one.
+    ConflictingCallbacks,
     /// An operation between two address spaces was given the same one
     /// twice (fork into itself).
     SameAddressSpace,
@@ -115,6 +118,9 @@ impl fmt::Display for Error {
             Error::Again => {
                 f.write_str("a notifier would have to sleep; retry from a blockable context")
             }
+            Error::ConflictingCallbacks => f.write_str(
+                "a notifier may implement the secondary-TLB hook or range start/end, not both",
+            ),
             Error::SameAddressSpace => {
                 f.write_str("source and destination are the same address space")
             }

@@ -47,6 +47,9 @@ pub use arch::{Arch, Entry, Flushed, Leaf, Level, PendingFlush, Prot, PteSlot};
 pub use error::Error;
 pub use mm::{AddressSpace, CopyMode, FrameAllocator};
 pub use notifier::{
-    Again, Event, InvalidateRange, MmuNotifier, NotifierHead, Owner, RangeGuard, Subscription,
+    Again, Callbacks, Event, InvalidateRange, MmuNotifier, NotifierHead, Owner, RangeGuard,
+    Subscription,
 };
-pub use pgtable::{ptep_clear_flush_notify, ptep_clear_flush_young_notify, Reusable};
+pub use pgtable::{
+    ptep_clear_flush_notify, ptep_clear_flush_young_notify, ptep_modify_flush_notify, Reusable,
+};

@@ -26,7 +26,9 @@ use crate::addr::{PageRange, PhysAddr, VirtAddr};
 use crate::arch::{Arch, Entry, Leaf, Prot, PteSlot};
 use crate::error::Error;
 use crate::notifier::{Event, InvalidateRange, NotifierHead};
-use crate::pgtable::{ptep_clear_flush_notify, ptep_clear_flush_young_notify, Reusable};
+use crate::pgtable::{
+    ptep_clear_flush_notify, ptep_clear_flush_young_notify, ptep_modify_flush_notify, Reusable,
+};
 use crate::sync::RawSpinLock;
 
 /// Memory for translation tables.
@@ -343,6 +345,30 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         Ok(n)
     }
 
+    /// [`zap_range`](Self::zap_range) from a context that must not sleep
+    /// (an OOM-reaper-like path): notifiers are started with
+    /// `may_block() == false`.
+    ///
+    /// # Errors
+    /// As `zap_range`, plus [`Error::Again`] if a notifier would have had to
+    /// sleep: then nothing was unmapped, and the notifiers that had started
+    /// were ended.
+    pub fn zap_range_nonblock(
+        &self,
+        range: PageRange,
+        free: &mut dyn FnMut(Reusable),
+    ) -> Result<usize, Error> {
+        self.validate(range, A::PAGE_SIZE)?;
+        let _ptl = self.lock_live()?;
+        self.for_each_entry(range, Self::LAST, &mut |_, _| Ok(()))?;
+        let guard = self
+            .notifiers
+            .try_invalidate_range_start_nonblock(InvalidateRange::new(range, Event::Unmap))?;
+        let n = self.clear_leaves(range, Self::LAST, free);
+        guard.end();
+        Ok(n)
+    }
+
     /// Clears every leaf of `level` in `range` through the notifier step.
     /// Caller holds the lock and has checked the range.
     fn clear_leaves(
@@ -457,13 +483,16 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
             if mode == CopyMode::Cow && leaf.prot.writable() {
                 // SAFETY: a valid leaf found by the walker under the lock; the
                 // new entry maps the same frame with less permission.
+                let slot = unsafe { self.slot(e, va, Self::LAST) };
+                // SAFETY: as above; our own notifier head.
                 let _ = unsafe {
-                    self.arch.ptep_modify(
-                        &self.slot(e, va, Self::LAST),
+                    ptep_modify_flush_notify(
+                        self.arch,
+                        &self.notifiers,
+                        &slot,
                         A::leaf_with_prot(Self::LAST, raw, prot),
                     )
-                }
-                .flush();
+                };
             }
             let c = child
                 .entry(va, Self::LAST, false)?
@@ -510,13 +539,16 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
                 if leaf.prot != prot {
                     // SAFETY: a valid leaf found by the walker under the lock;
                     // same frame, new permissions, flushed at once.
+                    let slot = unsafe { self.slot(e, va, Self::LAST) };
+                    // SAFETY: as above; our own notifier head.
                     let _ = unsafe {
-                        self.arch.ptep_modify(
-                            &self.slot(e, va, Self::LAST),
+                        ptep_modify_flush_notify(
+                            self.arch,
+                            &self.notifiers,
+                            &slot,
                             A::leaf_with_prot(Self::LAST, raw, prot),
                         )
-                    }
-                    .flush();
+                    };
                     n += 1;
                 }
             }
@@ -594,6 +626,44 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     /// # Errors
     /// Bad address; [`Error::Released`].
     pub fn clear_flush_young(&self, va: VirtAddr) -> Result<bool, Error> {
+        self.on_leaf(va, |slot| {
+            // SAFETY: `on_leaf` gives a valid leaf of this tree under the
+            // lock; our own notifier head.
+            unsafe { ptep_clear_flush_young_notify(self.arch, &self.notifiers, slot) }
+        })
+    }
+
+    /// Like [`clear_flush_young`](Self::clear_flush_young) but flushes no
+    /// TLB, CPU or secondary (Linux's `clear_young`): cheaper, and the next
+    /// access through a cached translation may not mark the page again.
+    ///
+    /// # Errors
+    /// Bad address; [`Error::Released`].
+    pub fn clear_young(&self, va: VirtAddr) -> Result<bool, Error> {
+        self.on_leaf(va, |slot| {
+            // SAFETY: `on_leaf` gives a valid leaf of this tree under the lock.
+            let young = unsafe { self.arch.ptep_test_and_clear_young(slot) };
+            let span = crate::pgtable::leaf_range::<A>(slot);
+            young | (crate::pgtable::NOTIFY && span.is_some_and(|r| self.notifiers.clear_young(r)))
+        })
+    }
+
+    /// Whether the page at `va` was used since it was last aged, by the CPU
+    /// (as far as its entry tells) or a secondary MMU (`test_young`),
+    /// clearing nothing.
+    ///
+    /// # Errors
+    /// Bad address; [`Error::Released`].
+    pub fn test_young(&self, va: VirtAddr) -> Result<bool, Error> {
+        self.on_leaf(va, |slot| {
+            let cpu = matches!(A::decode(slot.level(), slot.read()), Entry::Leaf(l) if l.young);
+            cpu | (crate::pgtable::NOTIFY && self.notifiers.test_young(slot.va()))
+        })
+    }
+
+    /// Runs `f` on the leaf translating the page at `va` (false if none),
+    /// under the page-table lock.
+    fn on_leaf(&self, va: VirtAddr, f: impl FnOnce(&PteSlot<'_>) -> bool) -> Result<bool, Error> {
         let range = PageRange::from_pages(va, 1, A::PAGE_SIZE)?;
         self.validate(range, A::PAGE_SIZE)?;
         let _ptl = self.lock_live()?;
@@ -606,10 +676,7 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
                     let base = VirtAddr(va.0 & !(A::LEVELS[l].entry_span() - 1));
                     // SAFETY: a valid leaf found by walking under the lock.
                     let slot = unsafe { self.slot(e, base, l) };
-                    // SAFETY: as above; our own notifier head.
-                    return Ok(unsafe {
-                        ptep_clear_flush_young_notify(self.arch, &self.notifiers, &slot)
-                    });
+                    return Ok(f(&slot));
                 }
                 _ => return Ok(false),
             }

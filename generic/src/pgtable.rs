@@ -11,7 +11,7 @@
 //! secondary MMUs, and only then hand the frame back.
 
 use crate::addr::{PageRange, PhysAddr};
-use crate::arch::{Arch, Entry, Leaf, PteSlot};
+use crate::arch::{Arch, Entry, Flushed, Leaf, PteSlot};
 use crate::notifier::NotifierHead;
 
 /// A frame that no CPU and no secondary MMU translates to any more, through
@@ -64,16 +64,18 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_clear_flush(slot) };
     let level = slot.level();
+    let span = leaf_range::<A>(slot);
     if NOTIFY {
+        if let Some(span) = span {
+            head.invalidate_secondary_tlbs(span);
+        }
         head.invalidate_page(slot.va());
-    }
-    if NOTIFY && level + 1 < A::LEVELS.len() {
-        // A huge leaf: the seed's per-address call would leave the rest of
-        // the span cached in a secondary MMU that maps at base-page size.
-        let span = A::LEVELS[level].entry_span();
-        if let Some(end) = slot.va().checked_add(span) {
-            if let Ok(range) = PageRange::new(slot.va(), end, A::PAGE_SIZE) {
-                head.invalidate_pages(range);
+        if level + 1 < A::LEVELS.len() {
+            // A huge leaf: the seed's per-address call would leave the rest
+            // of the span cached in a secondary MMU that maps at base-page
+            // size.
+            if let Some(span) = span {
+                head.invalidate_pages(span);
             }
         }
     }
@@ -83,9 +85,35 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
     }
 }
 
+/// Replaces a live leaf with `new` (same frame, no more permission: a
+/// write-protect or an mprotect downgrade), purges the CPU TLBs, then runs
+/// the synchronous secondary-TLB hook. The per-range notifier calls of the
+/// call sites (`invalidate_pages`, start/end) are the caller's.
+///
+/// # Safety
+/// As [`Arch::ptep_modify`]; `head` is the notifier head of the address
+/// space the slot belongs to.
+pub unsafe fn ptep_modify_flush_notify<A: Arch>(
+    arch: &A,
+    head: &NotifierHead,
+    slot: &PteSlot<'_>,
+    new: u64,
+) -> Flushed {
+    // SAFETY: forwarded contract.
+    let flushed = unsafe { arch.ptep_modify(slot, new) }.flush();
+    if NOTIFY {
+        if let Some(span) = leaf_range::<A>(slot) {
+            head.invalidate_secondary_tlbs(span);
+        }
+    }
+    flushed
+}
+
 /// Tests and clears the accessed state of a live leaf through the arch
-/// (which flushes if it must), then ORs in every notifier's `age_page`:
-/// young if the CPU or any secondary MMU used the page since the last call.
+/// (which flushes if it must), then ORs in every notifier's
+/// `clear_flush_young` over the leaf's span (the seed's `age_page` by
+/// default): young if the CPU or any secondary MMU used the page since the
+/// last call.
 ///
 /// # Safety
 /// As [`Arch::ptep_test_and_clear_young`]; `head` is the notifier head of
@@ -98,7 +126,13 @@ pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(
     // SAFETY: forwarded contract.
     let young = unsafe { arch.ptep_clear_flush_young(slot) };
     // Not short-circuited: every secondary MMU must clear its state too.
-    young | (NOTIFY && head.age_page(slot.va()))
+    young | (NOTIFY && leaf_range::<A>(slot).is_some_and(|span| head.clear_flush_young(span)))
+}
+
+/// The addresses a leaf at `slot` translates.
+pub(crate) fn leaf_range<A: Arch>(slot: &PteSlot<'_>) -> Option<PageRange> {
+    let span = A::LEVELS[slot.level()].entry_span();
+    PageRange::new(slot.va(), slot.va().checked_add(span)?, A::PAGE_SIZE).ok()
 }
 
 /// Whether the notifier step runs. Only deliberately broken test builds

@@ -102,6 +102,32 @@ impl NotifierHead {
         let _ = addr;
         false
     }
+    /// Does nothing.
+    #[inline(always)]
+    pub fn invalidate_secondary_tlbs(&self, range: PageRange) {
+        let _ = range;
+    }
+    /// Always `false`.
+    #[inline(always)]
+    #[must_use]
+    pub fn clear_flush_young(&self, range: PageRange) -> bool {
+        let _ = range;
+        false
+    }
+    /// Always `false`.
+    #[inline(always)]
+    #[must_use]
+    pub fn clear_young(&self, range: PageRange) -> bool {
+        let _ = range;
+        false
+    }
+    /// Always `false`.
+    #[inline(always)]
+    #[must_use]
+    pub fn test_young(&self, addr: VirtAddr) -> bool {
+        let _ = addr;
+        false
+    }
     /// Returns an empty guard.
     #[inline(always)]
     pub fn invalidate_range_start(&self, range: InvalidateRange) -> RangeGuard<'_> {

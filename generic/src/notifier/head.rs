@@ -15,7 +15,7 @@ use core::pin::Pin;
 use core::ptr;
 
 use super::srcu::{Srcu, SrcuReadGuard};
-use super::{Again, InvalidateRange, MmuNotifier};
+use super::{Again, Callbacks, InvalidateRange, MmuNotifier};
 use crate::addr::{PageRange, VirtAddr};
 use crate::error::Error;
 use crate::sync::{
@@ -35,10 +35,15 @@ const RELEASED: usize = 4;
 
 /// Type-erased entry points into a `Subscription<N>`, one table per `N`.
 struct VTable {
+    callbacks: Callbacks,
     release: unsafe fn(*const Node),
     invalidate_page: unsafe fn(*const Node, VirtAddr),
     invalidate_pages: unsafe fn(*const Node, PageRange),
     age_page: unsafe fn(*const Node, VirtAddr) -> bool,
+    clear_flush_young: unsafe fn(*const Node, PageRange) -> bool,
+    clear_young: unsafe fn(*const Node, PageRange) -> bool,
+    test_young: unsafe fn(*const Node, VirtAddr) -> bool,
+    secondary_tlbs: unsafe fn(*const Node, PageRange),
     range_start: unsafe fn(*const Node, &InvalidateRange) -> Result<(), Again>,
     range_end: unsafe fn(*const Node, &InvalidateRange),
 }
@@ -47,10 +52,15 @@ struct Thunks<N>(PhantomData<N>);
 
 impl<N: MmuNotifier> Thunks<N> {
     const VTABLE: &'static VTable = &VTable {
+        callbacks: N::CALLBACKS,
         release: Self::release,
         invalidate_page: Self::invalidate_page,
         invalidate_pages: Self::invalidate_pages,
         age_page: Self::age_page,
+        clear_flush_young: Self::clear_flush_young,
+        clear_young: Self::clear_young,
+        test_young: Self::test_young,
+        secondary_tlbs: Self::secondary_tlbs,
         range_start: Self::range_start,
         range_end: Self::range_end,
     };
@@ -81,6 +91,22 @@ impl<N: MmuNotifier> Thunks<N> {
     unsafe fn age_page(node: *const Node, addr: VirtAddr) -> bool {
         // SAFETY: forwarded contract of `notifier`.
         unsafe { Self::notifier(node) }.age_page(addr)
+    }
+    unsafe fn clear_flush_young(node: *const Node, range: PageRange) -> bool {
+        // SAFETY: forwarded contract of `notifier`.
+        unsafe { Self::notifier(node) }.clear_flush_young(range)
+    }
+    unsafe fn clear_young(node: *const Node, range: PageRange) -> bool {
+        // SAFETY: forwarded contract of `notifier`.
+        unsafe { Self::notifier(node) }.clear_young(range)
+    }
+    unsafe fn test_young(node: *const Node, addr: VirtAddr) -> bool {
+        // SAFETY: forwarded contract of `notifier`.
+        unsafe { Self::notifier(node) }.test_young(addr)
+    }
+    unsafe fn secondary_tlbs(node: *const Node, range: PageRange) {
+        // SAFETY: forwarded contract of `notifier`.
+        unsafe { Self::notifier(node) }.invalidate_secondary_tlbs(range);
     }
     unsafe fn range_start(node: *const Node, range: &InvalidateRange) -> Result<(), Again> {
         // SAFETY: forwarded contract of `notifier`.
@@ -189,6 +215,9 @@ impl<N: MmuNotifier> Drop for Subscription<'_, N> {
 /// The per-address-space list of notifiers (Linux: `mm->notifier_subscriptions`).
 pub struct NotifierHead {
     first: AtomicPtr<Node>,
+    /// Union of the `Callbacks` of registered notifiers: what the hooks'
+    /// fast path tests (one load, one branch).
+    interest: AtomicUsize,
     generation: AtomicU64,
     released: AtomicBool,
     lock: RawSpinLock,
@@ -215,6 +244,7 @@ impl NotifierHead {
     pub fn new() -> Self {
         Self {
             first: AtomicPtr::new(ptr::null_mut()),
+            interest: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             released: AtomicBool::new(false),
             lock: RawSpinLock::new(),
@@ -226,6 +256,12 @@ impl NotifierHead {
     #[inline(always)]
     pub fn has_notifiers(&self) -> bool {
         !self.first.load(Relaxed).is_null()
+    }
+
+    /// Whether a registered notifier implements any of `callbacks`.
+    #[inline(always)]
+    fn wants(&self, callbacks: Callbacks) -> bool {
+        self.interest.load(Relaxed) & callbacks.bits() as usize != 0
     }
 
     /// Whether [`release`](Self::release) has run.
@@ -244,12 +280,17 @@ impl NotifierHead {
     /// # Errors
     /// [`Error::Released`] if the head has been released;
     /// [`Error::AlreadyRegistered`] if `sub` is registered (here or on
-    /// another head).
+    /// another head); [`Error::ConflictingCallbacks`] if the notifier
+    /// declares both the secondary-TLB hook and range start/end.
     pub fn register<'h, N: MmuNotifier>(
         &'h self,
         sub: Pin<&Subscription<'h, N>>,
     ) -> Result<(), Error> {
         let node = &sub.get_ref().node;
+        let callbacks = node.vtable.callbacks;
+        if callbacks.contains(Callbacks::SECONDARY_TLB) && callbacks.intersects(Callbacks::RANGE) {
+            return Err(Error::ConflictingCallbacks);
+        }
         // The list holds pointers derived from the whole subscription, not
         // from `node`: the thunks cast them back to `Subscription<N>` to
         // reach the notifier, which lies outside a `&Node`'s provenance.
@@ -277,6 +318,7 @@ impl NotifierHead {
             node.next.store(self.first.load(Relaxed), Relaxed);
             // Publish: a reader that sees the node sees it initialised.
             self.first.store(node_ptr, SeqCst);
+            self.interest.fetch_or(callbacks.bits() as usize, SeqCst);
             self.generation.store(generation, SeqCst);
         }
         // Range operations hold a read-side section from start to end.
@@ -320,12 +362,29 @@ impl NotifierHead {
         {
             let _writer = self.lock.lock();
             self.unlink(node);
+            self.recompute_interest();
         }
         // Readers that started later skip it but may still step over it.
         self.srcu.synchronize();
         node.head.store(ptr::null_mut(), Relaxed);
         node.state.store(IDLE, Release);
         Ok(())
+    }
+
+    /// Sets `interest` to the union of the callbacks of registered nodes.
+    /// Caller holds the lock.
+    fn recompute_interest(&self) {
+        let mut bits = 0;
+        let mut p = self.first.load(Relaxed);
+        // SAFETY: linked nodes are alive (owners unlink them under this
+        // lock before freeing them), and we hold the lock.
+        while let Some(node) = unsafe { p.as_ref() } {
+            if node.state.load(Relaxed) == REGISTERED {
+                bits |= node.vtable.callbacks.bits() as usize;
+            }
+            p = node.next.load(Relaxed);
+        }
+        self.interest.store(bits, SeqCst);
     }
 
     /// Removes `node` from the list if it is on it. Caller holds the lock.
@@ -384,6 +443,7 @@ impl NotifierHead {
             // Nodes being unregistered concurrently are stepped over; their
             // own grace period covers readers that still see them.
             let mut p = self.first.swap(ptr::null_mut(), SeqCst);
+            self.interest.store(0, SeqCst);
             let mut tail: Option<&Node> = None;
             // SAFETY: detached nodes are alive: RELEASING ones until we
             // mark them RELEASED, UNREGISTERING ones until their owner's
@@ -425,22 +485,22 @@ impl NotifierHead {
     /// Calls `f` on every notifier visible at the current generation,
     /// inside a read-side section.
     #[inline]
-    fn for_each(&self, f: impl FnMut(*const Node, &'static VTable)) {
+    fn for_each(&self, wanted: Callbacks, f: impl FnMut(*const Node, &'static VTable)) {
         let _read = self.srcu.read_lock();
         let snap = self.generation.load(SeqCst);
-        self.walk(snap, f);
+        self.walk(snap, wanted, f);
     }
 
     #[inline]
     /// Calls `f(node, vtable)` on every node visible at `snap`. `node` is
     /// the list's own pointer (provenance over the whole subscription), so
     /// `vtable`'s thunks may reach the notifier through it.
-    fn walk(&self, snap: u64, mut f: impl FnMut(*const Node, &'static VTable)) {
+    fn walk(&self, snap: u64, wanted: Callbacks, mut f: impl FnMut(*const Node, &'static VTable)) {
         let mut p = self.first.load(SeqCst);
         // SAFETY: the caller holds a read-side section, so every node
         // reachable from the list stays alive until it ends.
         while let Some(node) = unsafe { p.as_ref() } {
-            if node.visible_at(snap) {
+            if node.visible_at(snap) && node.vtable.callbacks.intersects(wanted) {
                 f(p, node.vtable);
             }
             p = node.next.load(SeqCst);
@@ -452,7 +512,7 @@ impl NotifierHead {
     /// after the CPU TLB flush and before the frame may be reused.
     #[inline(always)]
     pub fn invalidate_page(&self, addr: VirtAddr) {
-        if self.has_notifiers() {
+        if self.wants(Callbacks::INVALIDATE_PAGE) {
             self.invalidate_page_slow(addr);
         }
     }
@@ -461,14 +521,16 @@ impl NotifierHead {
     #[inline(never)]
     fn invalidate_page_slow(&self, addr: VirtAddr) {
         // SAFETY: nodes reached by `for_each` are alive, with their own vtable.
-        self.for_each(|n, vt| unsafe { (vt.invalidate_page)(n, addr) });
+        self.for_each(Callbacks::INVALIDATE_PAGE, |n, vt| unsafe {
+            (vt.invalidate_page)(n, addr)
+        });
     }
 
     /// Tells every notifier that every page of `range` lost or downgraded
     /// its translation (the seed's `invalidate_pages`).
     #[inline(always)]
     pub fn invalidate_pages(&self, range: PageRange) {
-        if self.has_notifiers() {
+        if self.wants(Callbacks::INVALIDATE_PAGE) {
             self.invalidate_pages_slow(range);
         }
     }
@@ -477,24 +539,88 @@ impl NotifierHead {
     #[inline(never)]
     fn invalidate_pages_slow(&self, range: PageRange) {
         // SAFETY: nodes reached by `for_each` are alive, with their own vtable.
-        self.for_each(|n, vt| unsafe { (vt.invalidate_pages)(n, range) });
+        self.for_each(Callbacks::INVALIDATE_PAGE, |n, vt| unsafe {
+            (vt.invalidate_pages)(n, range)
+        });
     }
 
-    /// Asks every notifier whether its MMU accessed the page at `addr`
-    /// since the last call, clearing that state; the answers are OR-ed
-    /// (every notifier is asked, none is skipped by an earlier `true`).
+    /// Tells devices that walk the CPU tables that the CPU TLB was just
+    /// flushed for `range` (Linux's `arch_invalidate_secondary_tlbs`).
+    /// Called right after every CPU flush; callbacks must not sleep.
     #[inline(always)]
-    #[must_use]
-    pub fn age_page(&self, addr: VirtAddr) -> bool {
-        self.has_notifiers() && self.age_page_slow(addr)
+    pub fn invalidate_secondary_tlbs(&self, range: PageRange) {
+        if self.wants(Callbacks::SECONDARY_TLB) {
+            self.secondary_tlbs_slow(range);
+        }
     }
 
     #[cold]
     #[inline(never)]
-    fn age_page_slow(&self, addr: VirtAddr) -> bool {
-        let mut young = false;
+    fn secondary_tlbs_slow(&self, range: PageRange) {
         // SAFETY: nodes reached by `for_each` are alive, with their own vtable.
-        self.for_each(|n, vt| young |= unsafe { (vt.age_page)(n, addr) });
+        self.for_each(Callbacks::SECONDARY_TLB, |n, vt| unsafe {
+            (vt.secondary_tlbs)(n, range)
+        });
+    }
+
+    /// Asks every notifier whether its MMU accessed the page at `addr`
+    /// since the last call, clearing that state (the seed's `age_page`);
+    /// the answers are OR-ed (every notifier is asked, none is skipped by
+    /// an earlier `true`).
+    #[inline(always)]
+    #[must_use]
+    pub fn age_page(&self, addr: VirtAddr) -> bool {
+        self.wants(Callbacks::AGE)
+            && self.age_slow(|n, vt| {
+                // SAFETY: `age_slow` passes nodes reached by a walk under its
+                // read section: alive, with their own vtable.
+                unsafe { (vt.age_page)(n, addr) }
+            })
+    }
+
+    /// `clear_flush_young(range)` on every notifier, OR-ed (none skipped).
+    #[inline(always)]
+    #[must_use]
+    pub fn clear_flush_young(&self, range: PageRange) -> bool {
+        self.wants(Callbacks::AGE)
+            && self.age_slow(|n, vt| {
+                // SAFETY: `age_slow` passes nodes reached by a walk under its
+                // read section: alive, with their own vtable.
+                unsafe { (vt.clear_flush_young)(n, range) }
+            })
+    }
+
+    /// `clear_young(range)` on every notifier, OR-ed (none skipped): like
+    /// [`clear_flush_young`](Self::clear_flush_young) without secondary
+    /// TLB flushes.
+    #[inline(always)]
+    #[must_use]
+    pub fn clear_young(&self, range: PageRange) -> bool {
+        self.wants(Callbacks::AGE)
+            && self.age_slow(|n, vt| {
+                // SAFETY: `age_slow` passes nodes reached by a walk under its
+                // read section: alive, with their own vtable.
+                unsafe { (vt.clear_young)(n, range) }
+            })
+    }
+
+    /// `test_young(addr)` on every notifier, OR-ed; clears nothing.
+    #[inline(always)]
+    #[must_use]
+    pub fn test_young(&self, addr: VirtAddr) -> bool {
+        self.wants(Callbacks::AGE)
+            && self.age_slow(|n, vt| {
+                // SAFETY: `age_slow` passes nodes reached by a walk under its
+                // read section: alive, with their own vtable.
+                unsafe { (vt.test_young)(n, addr) }
+            })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn age_slow(&self, mut ask: impl FnMut(*const Node, &'static VTable) -> bool) -> bool {
+        let mut young = false;
+        self.for_each(Callbacks::AGE, |n, vt| young |= ask(n, vt));
         young
     }
 
@@ -506,9 +632,10 @@ impl NotifierHead {
             blockable: true,
             ..range
         };
-        let guard = self.begin(range);
-        if self.has_notifiers() {
-            self.walk(guard.snap, |n, vt| {
+        let mut guard = self.begin(range);
+        if self.wants(Callbacks::RANGE) {
+            guard.to_end = usize::MAX;
+            self.walk(guard.snap, Callbacks::RANGE, |n, vt| {
                 // SAFETY: nodes reached by `walk` under the guard's read
                 // section are alive, with their own vtable.
                 let r = unsafe { (vt.range_start)(n, &guard.range) };
@@ -537,12 +664,12 @@ impl NotifierHead {
             ..range
         };
         let mut guard = self.begin(range);
-        if !self.has_notifiers() {
+        if !self.wants(Callbacks::RANGE) {
             return Ok(guard);
         }
         let mut started = 0usize;
         let mut failed = false;
-        self.walk(guard.snap, |n, vt| {
+        self.walk(guard.snap, Callbacks::RANGE, |n, vt| {
             if !failed {
                 // SAFETY: as in `invalidate_range_start`.
                 match unsafe { (vt.range_start)(n, &guard.range) } {
@@ -551,13 +678,14 @@ impl NotifierHead {
                 }
             }
         });
+        // The walk order is stable under one snapshot: the first `started`
+        // visible nodes are exactly those that succeeded.
+        guard.to_end = started;
         if failed {
-            // The walk order is stable under one snapshot: the first
-            // `started` visible nodes are exactly those that succeeded.
-            guard.started = Some(started);
             drop(guard);
             return Err(Error::Again);
         }
+        guard.to_end = usize::MAX;
         Ok(guard)
     }
 
@@ -568,7 +696,7 @@ impl NotifierHead {
             head: self,
             range,
             snap,
-            started: None,
+            to_end: 0,
             _read: read,
         }
     }
@@ -587,8 +715,8 @@ pub struct RangeGuard<'a> {
     head: &'a NotifierHead,
     range: InvalidateRange,
     snap: u64,
-    /// `None`: every visible notifier started; `Some(k)`: only the first k.
-    started: Option<usize>,
+    /// How many visible range notifiers get an end (`usize::MAX`: all).
+    to_end: usize,
     _read: SrcuReadGuard<'a>,
 }
 
@@ -607,14 +735,12 @@ impl RangeGuard<'_> {
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
-        if !self.head.has_notifiers() && self.started.is_none() {
-            // Nothing visible can have started: a node linked after our
-            // snapshot is skipped anyway, and unlinking waits for us.
+        let mut budget = self.to_end;
+        if budget == 0 {
             return;
         }
-        let mut budget = self.started.unwrap_or(usize::MAX);
         let range = self.range;
-        self.head.walk(self.snap, |n, vt| {
+        self.head.walk(self.snap, Callbacks::RANGE, |n, vt| {
             if budget > 0 {
                 budget -= 1;
                 // SAFETY: our read section keeps visible nodes alive.

@@ -126,6 +126,73 @@ impl InvalidateRange {
     }
 }
 
+/// Which callbacks a notifier implements: the core calls only those, and
+/// skips a notifier entirely on the paths it does not listen to (a
+/// range-only notifier costs nothing per page).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Callbacks(u32);
+
+impl Callbacks {
+    /// `release`.
+    pub const RELEASE: Callbacks = Callbacks(1);
+    /// `invalidate_page` and `invalidate_pages` (the seed's per-page calls).
+    pub const INVALIDATE_PAGE: Callbacks = Callbacks(2);
+    /// `age_page`, `clear_flush_young`, `clear_young`, `test_young`.
+    pub const AGE: Callbacks = Callbacks(4);
+    /// `invalidate_range_start` and `invalidate_range_end`.
+    pub const RANGE: Callbacks = Callbacks(8);
+    /// `invalidate_secondary_tlbs`, for devices that walk the CPU's own
+    /// tables (Linux's `arch_invalidate_secondary_tlbs`). Exclusive with
+    /// [`RANGE`](Self::RANGE).
+    pub const SECONDARY_TLB: Callbacks = Callbacks(16);
+    /// The 2008 seed's operations.
+    pub const SEED: Callbacks = Callbacks(1 | 2 | 4);
+    /// Everything but the secondary-TLB hook: the default.
+    pub const DEFAULT: Callbacks = Callbacks(1 | 2 | 4 | 8);
+
+    /// Both sets.
+    pub const fn union(self, other: Callbacks) -> Callbacks {
+        Callbacks(self.0 | other.0)
+    }
+    /// Whether every callback of `other` is in `self`.
+    pub const fn contains(self, other: Callbacks) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Whether `self` and `other` share a callback.
+    pub const fn intersects(self, other: Callbacks) -> bool {
+        self.0 & other.0 != 0
+    }
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl core::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let names = [
+            (Self::RELEASE, "RELEASE"),
+            (Self::INVALIDATE_PAGE, "INVALIDATE_PAGE"),
+            (Self::AGE, "AGE"),
+            (Self::RANGE, "RANGE"),
+            (Self::SECONDARY_TLB, "SECONDARY_TLB"),
+        ];
+        let mut first = true;
+        for (flag, name) in names {
+            if self.contains(flag) {
+                f.write_str(if first { "" } else { " | " })?;
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        if first {
+            f.write_str("(none)")?;
+        }
+        Ok(())
+    }
+}
+
 /// A non-blocking `invalidate_range_start` would have had to sleep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -139,6 +206,15 @@ pub struct Again;
 /// `age_page`) are here with their 2008 meaning; the range pair is what
 /// Linux grew later. See the [module docs](self) for what a callback may do.
 pub trait MmuNotifier: Sync {
+    /// The callbacks this notifier implements; the core never calls the
+    /// others, and skips the notifier on paths it does not listen to. The
+    /// default is everything but [`Callbacks::SECONDARY_TLB`]. Declaring
+    /// both `SECONDARY_TLB` and `RANGE` is refused at registration
+    /// ([`Error::ConflictingCallbacks`](crate::Error::ConflictingCallbacks)),
+    /// as in Linux: a device that walks the CPU tables needs only the
+    /// synchronous flush, and start/end would invalidate it twice.
+    const CALLBACKS: Callbacks = Callbacks::DEFAULT;
+
     /// The address space is being torn down. Called exactly once, before any
     /// of its frames is freed and after every other callback has returned;
     /// nothing is called afterwards. Drop every secondary translation.
@@ -162,6 +238,38 @@ pub trait MmuNotifier: Sync {
     fn age_page(&self, addr: VirtAddr) -> bool {
         let _ = addr;
         false
+    }
+
+    /// Test and clear the accessed state of every page of `range` (a base
+    /// page, or the span of a huge one) and flush it from the secondary
+    /// TLB; `true` if any was accessed. Default: the seed's
+    /// [`age_page`](Self::age_page) on the range's first address. Must not
+    /// sleep.
+    fn clear_flush_young(&self, range: PageRange) -> bool {
+        self.age_page(range.start())
+    }
+
+    /// As [`clear_flush_young`](Self::clear_flush_young) without flushing
+    /// the secondary TLB (cheaper; the next access may not set the state
+    /// again). Default: `clear_flush_young`. Must not sleep.
+    fn clear_young(&self, range: PageRange) -> bool {
+        self.clear_flush_young(range)
+    }
+
+    /// Whether the page at `addr` was accessed, without clearing anything.
+    /// Default: `false` (a notifier that cannot tell says "old"). Must not
+    /// sleep.
+    fn test_young(&self, addr: VirtAddr) -> bool {
+        let _ = addr;
+        false
+    }
+
+    /// The CPU TLB was just flushed for `range`: flush the device's TLB
+    /// too. For devices that walk the CPU's own tables (an IOMMU sharing
+    /// them). Called from the flush path right after every CPU flush,
+    /// possibly with the page-table lock held: must not sleep.
+    fn invalidate_secondary_tlbs(&self, range: PageRange) {
+        let _ = range;
     }
 
     /// Translations in `range` are about to change: drop them, and do not
