@@ -62,7 +62,8 @@ impl Srcu {
             self.epoch.store(old ^ 1, SeqCst);
             // Poll with plain loads (readers keep the line shared), but
             // accept zero only from a read-modify-write: see the module docs.
-            while self.readers[old].load(SeqCst) != 0 || self.readers[old].fetch_add(0, SeqCst) != 0 {
+            while self.readers[old].load(SeqCst) != 0 || self.readers[old].fetch_add(0, SeqCst) != 0
+            {
                 spin_loop();
             }
         }
