@@ -78,9 +78,12 @@ pub enum Error {
     /// An operation between two address spaces was given the same one
     /// twice (fork into itself).
     SameAddressSpace,
-    /// Unregistering a notifier from inside one of its own callbacks would
-    /// wait for itself forever; refused.
-    UnregisterFromCallback,
+    /// Registering or unregistering from inside a callback, or inside a
+    /// range invalidation, of the same head would wait for a grace period
+    /// that this CPU itself holds open; refused. Detected only once the
+    /// kernel has told the core how to identify CPUs
+    /// ([`set_cpu_id_source`](crate::notifier::set_cpu_id_source)).
+    InsideCallback,
 }
 
 impl fmt::Display for Error {
@@ -124,9 +127,9 @@ impl fmt::Display for Error {
             Error::SameAddressSpace => {
                 f.write_str("source and destination are the same address space")
             }
-            Error::UnregisterFromCallback => {
-                f.write_str("a notifier cannot be unregistered from inside its own callback")
-            }
+            Error::InsideCallback => f.write_str(
+                "cannot register or unregister from inside a callback or range invalidation of the same address space: it would wait for itself",
+            ),
         }
     }
 }

@@ -18,6 +18,11 @@ use super::{InvalidateRange, MmuNotifier};
 use crate::addr::{PageRange, VirtAddr};
 use crate::error::Error;
 
+/// Does nothing without the `notifier` feature (nothing is ever waited for).
+pub fn set_cpu_id_source(cpu_id: fn() -> usize) {
+    let _ = cpu_id;
+}
+
 /// A notifier wrapped for registration. Without the `notifier` feature it
 /// can be built but never registered.
 pub struct Subscription<'h, N: MmuNotifier> {

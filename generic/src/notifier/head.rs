@@ -14,6 +14,7 @@ use core::marker::{PhantomData, PhantomPinned};
 use core::pin::Pin;
 use core::ptr;
 
+use super::cpu::Depths;
 use super::srcu::{Srcu, SrcuReadGuard};
 use super::{Again, Callbacks, InvalidateRange, MmuNotifier};
 use crate::addr::{PageRange, VirtAddr};
@@ -200,6 +201,11 @@ impl<N: MmuNotifier> Drop for Subscription<'_, N> {
                     // dropped.
                     match unsafe { &*head }.unregister_node(&self.node) {
                         Err(Error::Released) => continue,
+                        // Returning would free a registered node; waiting
+                        // would never end.
+                        Err(Error::InsideCallback) => panic!(
+                            "a registered Subscription was dropped inside a callback or range invalidation of its own head"
+                        ),
                         _ => return,
                     }
                 }
@@ -222,6 +228,22 @@ pub struct NotifierHead {
     released: AtomicBool,
     lock: RawSpinLock,
     srcu: Srcu,
+    /// Per-CPU read-section depth, to refuse a register/unregister that
+    /// would wait for the calling CPU itself.
+    depths: Depths,
+}
+
+/// An SRCU read-side section of one head, counted per CPU.
+struct ReadSection<'a> {
+    depths: &'a Depths,
+    slot: Option<usize>,
+    _srcu: SrcuReadGuard<'a>,
+}
+
+impl Drop for ReadSection<'_> {
+    fn drop(&mut self) {
+        self.depths.leave(self.slot);
+    }
 }
 
 impl Default for NotifierHead {
@@ -249,6 +271,7 @@ impl NotifierHead {
             released: AtomicBool::new(false),
             lock: RawSpinLock::new(),
             srcu: Srcu::new(),
+            depths: Depths::new(),
         }
     }
 
@@ -256,6 +279,15 @@ impl NotifierHead {
     #[inline(always)]
     pub fn has_notifiers(&self) -> bool {
         !self.first.load(Relaxed).is_null()
+    }
+
+    fn read_section(&self) -> ReadSection<'_> {
+        let slot = self.depths.enter();
+        ReadSection {
+            depths: &self.depths,
+            slot,
+            _srcu: self.srcu.read_lock(),
+        }
     }
 
     /// Whether a registered notifier implements any of `callbacks`.
@@ -281,11 +313,16 @@ impl NotifierHead {
     /// [`Error::Released`] if the head has been released;
     /// [`Error::AlreadyRegistered`] if `sub` is registered (here or on
     /// another head); [`Error::ConflictingCallbacks`] if the notifier
-    /// declares both the secondary-TLB hook and range start/end.
+    /// declares both the secondary-TLB hook and range start/end;
+    /// [`Error::InsideCallback`] if called, on a tracked CPU, from inside a
+    /// callback or range invalidation of this head.
     pub fn register<'h, N: MmuNotifier>(
         &'h self,
         sub: Pin<&Subscription<'h, N>>,
     ) -> Result<(), Error> {
+        if self.depths.inside() {
+            return Err(Error::InsideCallback);
+        }
         let node = &sub.get_ref().node;
         let callbacks = node.vtable.callbacks;
         if callbacks.contains(Callbacks::SECONDARY_TLB) && callbacks.intersects(Callbacks::RANGE) {
@@ -330,9 +367,11 @@ impl NotifierHead {
     /// any of its callbacks; afterwards its memory may be reused.
     ///
     /// Must not be called from inside a callback of this head (it would
-    /// wait for itself).
+    /// wait for itself): with a CPU-id source set, that is refused.
     ///
     /// # Errors
+    /// [`Error::InsideCallback`] if called, on a tracked CPU, from inside a
+    /// callback or range invalidation of this head;
     /// [`Error::NotRegistered`] if `sub` is not registered on this head;
     /// [`Error::Released`] if the head released it (its `release` callback
     /// ran or is running; dropping the subscription waits for it).
@@ -341,6 +380,9 @@ impl NotifierHead {
     }
 
     fn unregister_node(&self, node: &Node) -> Result<(), Error> {
+        if self.depths.inside() {
+            return Err(Error::InsideCallback);
+        }
         {
             let _writer = self.lock.lock();
             if !ptr::eq(node.head.load(Relaxed), self) {
@@ -486,7 +528,7 @@ impl NotifierHead {
     /// inside a read-side section.
     #[inline]
     fn for_each(&self, wanted: Callbacks, f: impl FnMut(*const Node, &'static VTable)) {
-        let _read = self.srcu.read_lock();
+        let _read = self.read_section();
         let snap = self.generation.load(SeqCst);
         self.walk(snap, wanted, f);
     }
@@ -690,7 +732,7 @@ impl NotifierHead {
     }
 
     fn begin(&self, range: InvalidateRange) -> RangeGuard<'_> {
-        let read = self.srcu.read_lock();
+        let read = self.read_section();
         let snap = self.generation.load(SeqCst);
         RangeGuard {
             head: self,
@@ -717,7 +759,7 @@ pub struct RangeGuard<'a> {
     snap: u64,
     /// How many visible range notifiers get an end (`usize::MAX`: all).
     to_end: usize,
-    _read: SrcuReadGuard<'a>,
+    _read: ReadSection<'a>,
 }
 
 impl RangeGuard<'_> {

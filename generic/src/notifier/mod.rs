@@ -39,13 +39,19 @@
 //!   sleep;
 //! - **must not** call back into the same address space (it would deadlock
 //!   on the page-table lock), nor register or unregister on the same head
-//!   (unregistering waits for a grace period that its own callback holds
-//!   open).
+//!   (both wait for a grace period that its own callback holds open). Once
+//!   the kernel has called [`set_cpu_id_source`], such a call is refused
+//!   with [`Error::InsideCallback`](crate::Error::InsideCallback) instead of
+//!   hanging.
 //!
 //! [`AddressSpace`]: crate::mm::AddressSpace
 
 #[cfg(feature = "notifier")]
+mod cpu;
+#[cfg(feature = "notifier")]
 mod head;
+#[cfg(feature = "notifier")]
+pub use cpu::set_cpu_id_source;
 #[cfg(feature = "notifier")]
 mod srcu;
 #[cfg(feature = "notifier")]
@@ -54,7 +60,7 @@ pub use head::{NotifierHead, RangeGuard, Subscription};
 #[cfg(not(feature = "notifier"))]
 mod disabled;
 #[cfg(not(feature = "notifier"))]
-pub use disabled::{NotifierHead, RangeGuard, Subscription};
+pub use disabled::{set_cpu_id_source, NotifierHead, RangeGuard, Subscription};
 
 use crate::addr::{PageRange, VirtAddr};
 
