@@ -2,7 +2,8 @@
 //! -kernel`), gives a kernel binary a console, DAT with an identity map, a
 //! frame pool, address-space switching, probes that survive DAT exceptions,
 //! storage-key access and a tiny test framework, then exits QEMU with a
-//! status the runner checks together with the printed summary.
+//! status the runner checks together with the printed summary; and, in
+//! [`machine`], the conformance suite's `Machine` over all of that.
 //!
 //! # Memory map (physical = virtual below 128 MiB)
 //!
@@ -45,6 +46,7 @@ pub mod console;
 pub mod dat;
 pub mod frame;
 pub mod lowcore;
+pub mod machine;
 mod mem;
 pub mod probe;
 pub mod skey;
@@ -53,7 +55,7 @@ pub mod test;
 
 pub use boot::{cmdline, cmdline_arg};
 pub use dat::{activate, ipte, kernel_root, ptlb, TEST_WINDOW};
-pub use frame::{alloc_aligned, alloc_frame, free_frame};
+pub use frame::{alloc_aligned, alloc_frame, alloc_table_block, bytes_in_use, free_frame, free_table_block};
 pub use probe::{probe_read, probe_write, Fault};
 pub use test::{run_tests, TestCase};
 

@@ -68,9 +68,22 @@ pub fn current_case() -> Option<&'static str> {
         return None;
     }
     let len = CURRENT_LEN.load(Ordering::Relaxed);
-    // SAFETY: (ptr, len) were taken from a `&'static str` in `run_tests`
-    // and are only ever set together, on this (single test) CPU.
+    // SAFETY: (ptr, len) were taken from a `&'static str` in
+    // `set_current_case`, on this (single test) CPU, length first.
     Some(unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr as *const u8, len)) })
+}
+
+/// Names the case that is running, for the `FAIL` line of the fatal paths
+/// (a panic or an unexpected program check), in kernels that run cases
+/// through their own loop instead of [`run_tests`]; `None` when none runs.
+pub fn set_current_case(name: Option<&'static str>) {
+    match name {
+        Some(name) => {
+            CURRENT_LEN.store(name.len(), Ordering::Relaxed);
+            CURRENT_PTR.store(name.as_ptr() as usize, Ordering::Relaxed);
+        }
+        None => CURRENT_PTR.store(0, Ordering::Relaxed),
+    }
 }
 
 struct Detail {
@@ -114,14 +127,13 @@ pub fn run_tests(cases: &[TestCase]) -> ! {
     let filter = crate::boot::cmdline_arg("filter").unwrap_or("");
     let (mut passed, mut failed) = (0u32, 0u32);
     for case in cases.iter().filter(|c| c.name.contains(filter)) {
-        CURRENT_LEN.store(case.name.len(), Ordering::Relaxed);
-        CURRENT_PTR.store(case.name.as_ptr() as usize, Ordering::Relaxed);
+        set_current_case(Some(case.name));
         let _ = take_detail();
         let result = (case.run)();
         // SAFETY: the kernel root is complete and always valid; the case is
         // over, so nothing refers to the test window any more.
         unsafe { crate::dat::activate(crate::dat::kernel_root()) };
-        CURRENT_PTR.store(0, Ordering::Relaxed);
+        set_current_case(None);
         match result {
             Ok(()) => {
                 passed += 1;

@@ -10,6 +10,16 @@
 //!
 //! The filter reaches the kernel as `-append filter=...` (the kernel's
 //! entry at 0x10000 makes QEMU copy the command line to 0x10480).
+//!
+//! `--broken no-flush|no-notify` builds the kernels with
+//! `--cfg mmu_notifier_broken="<variant>"` added to the rustflags of
+//! `targets/s390x/.cargo/config.toml` (cargo appends a `--config` array to
+//! the file's, so the static relocation model and `panic=abort` stay), into
+//! a target directory of its own, so the normal build stays fresh. The core
+//! reacts to `no-notify` (no notifier step), the s390 arch crate to
+//! `no-flush` (a plain store of the invalid bit instead of IPTE, so QEMU's
+//! TLB keeps the stale translation). Such a run must fail; this runner
+//! only reports, the test pipeline inverts the verdict.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -37,12 +47,13 @@ enum Role {
 /// one is one line here.
 const KERNELS: &[(&str, Role)] = &[
     ("selftest", Role::Test),
-    // ("conformance", Role::Test),
-    // ("demo", Role::Demo),
+    ("conformance", Role::Test),
+    ("demo", Role::Demo),
 ];
 
-/// `--broken` values and the cargo feature of the kernel crate each selects.
-const BROKEN_FEATURES: &[(&str, &str)] = &[("no-flush", "broken-no-flush"), ("no-notify", "broken-no-notify")];
+/// `--broken` values: each builds the kernels with
+/// `--cfg mmu_notifier_broken="<value>"`.
+const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify"];
 
 /// Builds the s390x kernels and boots each one under QEMU.
 ///
@@ -51,44 +62,74 @@ const BROKEN_FEATURES: &[(&str, &str)] = &[("no-flush", "broken-no-flush"), ("no
 /// before any kernel ran (build, missing tools, bad options).
 pub fn run(opts: &QemuOpts) -> Result<Summary, String> {
     let role = if opts.demo { Role::Demo } else { Role::Test };
-    let kernels: Vec<&str> = KERNELS.iter().filter(|(_, r)| *r == role).map(|(name, _)| *name).collect();
+    let kernels: Vec<&str> = KERNELS
+        .iter()
+        .filter(|(_, r)| *r == role)
+        .map(|(name, _)| *name)
+        .collect();
     if kernels.is_empty() {
-        return Err(format!("no s390x {} kernel yet", if opts.demo { "demo" } else { "test" }));
+        return Err(format!(
+            "no s390x {} kernel yet",
+            if opts.demo { "demo" } else { "test" }
+        ));
     }
     if opts.kvm {
         eprintln!("xtask qemu s390x: --kvm ignored (TCG only on this host)");
     }
     let dir = opts.root.join("targets/s390x");
-    let feature = match &opts.broken {
+    let broken = match opts.broken.as_deref() {
         None => None,
+        Some(b) if BROKEN_VARIANTS.contains(&b) => Some(b),
         Some(b) => {
-            Some(BROKEN_FEATURES.iter().find(|(name, _)| name == b).map(|(_, feature)| *feature).ok_or_else(|| {
-                format!(
-                    "unknown --broken {b}: s390x knows {:?}",
-                    BROKEN_FEATURES.iter().map(|(n, _)| n).collect::<Vec<_>>()
-                )
-            })?)
+            return Err(format!(
+                "unknown --broken {b:?}: s390x knows {}",
+                BROKEN_VARIANTS.join(", ")
+            ))
         }
     };
-    build(&dir, &kernels, feature)?;
+    // Other rustflags, so another target directory: switching between the
+    // normal and a broken build rebuilds neither.
+    let target_dir = match broken {
+        None => dir.join("target"),
+        Some(b) => dir.join("target").join(format!("broken-{b}")),
+    };
+    build(&dir, &target_dir, &kernels, broken)?;
 
     let mut total = Summary::default();
     for name in kernels {
-        total.add(boot(name, &elf_path(&opts.root, name), opts));
+        total.add(boot(name, &elf_path(&target_dir, name), opts));
+    }
+    if let (Some(filter), 0, 0) = (&opts.filter, total.passed, total.failed) {
+        eprintln!("s390x: no case of any kernel matches {filter:?}");
+        total.failed = 1;
     }
     Ok(total)
 }
 
 /// `cargo build --release` of the selected kernels in their own workspace.
-fn build(dir: &Path, kernels: &[&str], feature: Option<&str>) -> Result<(), String> {
+fn build(
+    dir: &Path,
+    target_dir: &Path,
+    kernels: &[&str],
+    broken: Option<&str>,
+) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(dir).args(["build", "--release"]);
+    cmd.current_dir(dir)
+        .args(["build", "--release"])
+        .arg("--target-dir")
+        .arg(target_dir);
     for k in kernels {
         cmd.args(["--bin", k]);
     }
-    if let Some(f) = feature {
-        cmd.args(["--features", f]);
+    if let Some(variant) = broken {
+        // Cargo joins array values given with `--config` to those of
+        // targets/s390x/.cargo/config.toml (the file's first; checked with
+        // `cargo build -v`), whereas the RUSTFLAGS variables would replace
+        // them.
+        cmd.arg("--config").arg(format!(
+            "target.{TARGET}.rustflags = ['--cfg', 'mmu_notifier_broken=\"{variant}\"']"
+        ));
     }
     // The kernels' flags come from targets/s390x/.cargo/config.toml; flags
     // or a target meant for the outer build would replace or break them,
@@ -97,6 +138,7 @@ fn build(dir: &Path, kernels: &[&str], feature: Option<&str>) -> Result<(), Stri
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR",
         "CARGO_BUILD_TARGET_DIR",
@@ -104,7 +146,9 @@ fn build(dir: &Path, kernels: &[&str], feature: Option<&str>) -> Result<(), Stri
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().map_err(|e| format!("running cargo in {}: {e}", dir.display()))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("running cargo in {}: {e}", dir.display()))?;
     if status.success() {
         Ok(())
     } else {
@@ -116,7 +160,11 @@ fn build(dir: &Path, kernels: &[&str], feature: Option<&str>) -> Result<(), Stri
 fn boot(name: &str, elf: &Path, opts: &QemuOpts) -> Summary {
     let prefix = format!("[s390x {name}]");
     let mut cmd = Command::new("timeout");
-    cmd.args(["--kill-after=5", &TIMEOUT_SECS.to_string(), "qemu-system-s390x"]);
+    cmd.args([
+        "--kill-after=5",
+        &TIMEOUT_SECS.to_string(),
+        "qemu-system-s390x",
+    ]);
     cmd.args(["-M", "s390-ccw-virtio", "-nodefaults", "-display", "none"]);
     // The SCLP ASCII console, where the kernel prints.
     cmd.args(["-serial", "stdio"]);
@@ -127,7 +175,9 @@ fn boot(name: &str, elf: &Path, opts: &QemuOpts) -> Summary {
     if let Some(f) = &opts.filter {
         cmd.args(["-append", &format!("filter={f}")]);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
 
     let fail = |why: String, mut s: Summary| {
         eprintln!("{prefix} FAILED: {why}");
@@ -137,7 +187,12 @@ fn boot(name: &str, elf: &Path, opts: &QemuOpts) -> Summary {
     let start = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return fail(format!("cannot run timeout/qemu-system-s390x: {e}"), Summary::default()),
+        Err(e) => {
+            return fail(
+                format!("cannot run timeout/qemu-system-s390x: {e}"),
+                Summary::default(),
+            )
+        }
     };
     // QEMU's own messages (e.g. -d logs) on stderr, collected on the side.
     let mut stderr = child.stderr.take().expect("piped");
@@ -166,7 +221,8 @@ fn boot(name: &str, elf: &Path, opts: &QemuOpts) -> Summary {
         Ok(s) => s,
         Err(e) => return fail(format!("waiting for QEMU: {e}"), Summary::default()),
     };
-    verdict(name, status.code(), &output, opts.filter.is_some(), elapsed).unwrap_or_else(|(why, s)| fail(why, s))
+    verdict(name, status.code(), &output, opts.filter.is_some(), elapsed)
+        .unwrap_or_else(|(why, s)| fail(why, s))
 }
 
 /// Combines exit status and printed summary; `Err` carries the reason and
@@ -186,7 +242,13 @@ fn verdict(
         _ => {}
     }
     let Some(s) = summary else {
-        return Err((format!("no `N passed, M failed` line (exit status {})", code.unwrap_or(-1)), counted));
+        return Err((
+            format!(
+                "no `N passed, M failed` line (exit status {})",
+                code.unwrap_or(-1)
+            ),
+            counted,
+        ));
     };
     // The kernel exits with failure when nothing ran; with a filter that
     // only matches another kernel's cases, that is not an error.
@@ -196,20 +258,35 @@ fn verdict(
     }
     match code {
         Some(0) if s.failed == 0 && s.passed > 0 => {
-            println!("[s390x {name}] {} passed in {:.2} s", s.passed, elapsed.as_secs_f64());
+            println!(
+                "[s390x {name}] {} passed in {:.2} s",
+                s.passed,
+                elapsed.as_secs_f64()
+            );
             Ok(s)
         }
-        Some(0) => Err((format!("exit status 0 but the summary says {} passed, {} failed", s.passed, s.failed), s)),
+        Some(0) => Err((
+            format!(
+                "exit status 0 but the summary says {} passed, {} failed",
+                s.passed, s.failed
+            ),
+            s,
+        )),
         // Failed cases are already counted; the status just agrees with them.
         Some(_) if s.failed > 0 => Ok(s),
-        Some(c) => {
-            Err((format!("exit status {c} although all {} cases passed (crash after the summary?)", s.passed), s))
-        }
+        Some(c) => Err((
+            format!(
+                "exit status {c} although all {} cases passed (crash after the summary?)",
+                s.passed
+            ),
+            s,
+        )),
         None => unreachable!("handled above"),
     }
 }
 
-/// Where `cargo build --release` leaves kernel `name`.
-fn elf_path(root: &Path, name: &str) -> PathBuf {
-    root.join("targets/s390x/target").join(TARGET).join("release").join(name)
+/// Where `cargo build --release --target-dir <target_dir>` leaves kernel
+/// `name`.
+fn elf_path(target_dir: &Path, name: &str) -> PathBuf {
+    target_dir.join(TARGET).join("release").join(name)
 }

@@ -1,0 +1,286 @@
+//! The conformance suite's [`Machine`] on this kernel: QEMU's s390x DAT
+//! (its TLB included), [`mmu_notifier_s390::S390x`] as the arch, and the
+//! harness's frame pool, program-check probes and address-space switching.
+//!
+//! Used by the `conformance` kernel (which runs the shared suite on it) and
+//! by the `demo` kernel. CPU 0 only.
+//!
+//! # How a case's address space reaches CR1
+//! An [`AddressSpace`](mmu_notifier_core::AddressSpace) owns its whole
+//! region-first table and its teardown walks all 2048 entries, whereas
+//! [`dat::activate`] writes the kernel's identity map into entry 0 of the
+//! table it loads. Loaded directly, the tree would then own the kernel's
+//! tables (a teardown would "unmap" and free the kernel). So
+//! [`activate`](Machine::activate) runs the CPU on the harness's *view* of
+//! the tree ([`activate_view`]): a harness-owned region-first table with
+//! the kernel in entry 0 and the tree's entries 1..=2047; every lower table
+//! is the tree's own, so the CPU walks, and caches translations of, exactly
+//! the entries the core changes, and IPTE (which names a page table and a
+//! virtual address, not a root) purges them. Each CPU access first picks
+//! up new region-first entries ([`refresh_view`]: an invalid entry cannot
+//! be in any TLB, so copying a newly valid one needs no purge), and the
+//! table allocator switches the CPU back to the kernel's space before any
+//! table is freed, so the CPU never walks a freed table, even when a
+//! failing case drops an active address space.
+//!
+//! # Table memory
+//! Region and segment tables are 16 KiB, page tables 2 KiB; the core asks
+//! for blocks aligned to their size. [`KernelFrames`] takes them from the
+//! pool's reusable table blocks ([`frame::alloc_table_block`]), two page
+//! tables per 4 KiB frame, so a suite that gives back every table leaves
+//! [`frame::bytes_in_use`] unchanged.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use mmu_notifier_conformance::{CpuFault, Machine};
+use mmu_notifier_core::{FrameAllocator, PhysAddr, VirtAddr};
+use mmu_notifier_s390::S390x;
+
+use crate::dat::{self, Level, TABLE_ENTRIES, TEST_WINDOW};
+use crate::frame::{self, FRAME_SIZE};
+use crate::probe::{code, probe_read, probe_write, Fault};
+
+/// The harness's region-first table the CPU runs on while a tree is
+/// active (allocated on first use, never freed).
+static VIEW: AtomicU64 = AtomicU64::new(0);
+/// Root of the tree the view currently mirrors; 0 while the kernel's own
+/// space is active.
+static VIEWED: AtomicU64 = AtomicU64::new(0);
+
+fn view_table() -> u64 {
+    let view = VIEW.load(Ordering::Relaxed);
+    if view != 0 {
+        return view;
+    }
+    let view = dat::alloc_table(Level::RegionFirst).expect("frame pool exhausted: no region-first table for the view");
+    VIEW.store(view, Ordering::Relaxed);
+    view
+}
+
+/// Copies region-first entries 1..=2047 of `root` into the view, those
+/// that differ only.
+fn copy_entries(root: u64, view: u64) {
+    for i in 1..TABLE_ENTRIES {
+        // SAFETY: `root` is a live region-first table (16 KiB, identity
+        // mapped; `activate_view`'s contract) and `view` the harness's own;
+        // `i` < 2048. The words are DAT entries no Rust reference covers.
+        unsafe {
+            let entry = (root as *const u64).add(i).read_volatile();
+            let slot = (view as *mut u64).add(i);
+            if slot.read_volatile() != entry {
+                slot.write_volatile(entry);
+            }
+        }
+    }
+}
+
+/// Makes this CPU translate through the tree at `root` (via the view).
+///
+/// # Safety
+///
+/// `root` is the region-first table of a live tree (tables from
+/// [`KernelFrames`], leaves mapping memory no Rust reference covers) that
+/// stays live until [`deactivate`], which [`KernelFrames::free_table`]
+/// calls before any table goes.
+pub unsafe fn activate_view(root: u64) {
+    let view = view_table();
+    copy_entries(root, view);
+    VIEWED.store(root, Ordering::Relaxed);
+    // SAFETY: the view is a full region-first table (from `alloc_table`);
+    // entry 0 becomes the kernel's, entries 1.. are the live tree's valid
+    // DAT entries (caller's contract); nothing refers into the test window.
+    unsafe { dat::activate(view) };
+}
+
+/// Picks up region-first entries the active tree gained since
+/// [`activate_view`] (new top-level tables); nothing if none is active.
+pub fn refresh_view() {
+    let root = VIEWED.load(Ordering::Relaxed);
+    if root != 0 {
+        copy_entries(root, view_table());
+    }
+}
+
+/// The root of the tree the CPU runs on, if any.
+pub fn viewed_root() -> Option<u64> {
+    match VIEWED.load(Ordering::Relaxed) {
+        0 => None,
+        root => Some(root),
+    }
+}
+
+/// Switches back to the kernel's own address space (identity map only).
+pub fn deactivate() {
+    VIEWED.store(0, Ordering::Relaxed);
+    // SAFETY: the kernel root is complete and always valid; the probes are
+    // the only accesses to the test window, and none is in progress.
+    unsafe { dat::activate(dat::kernel_root()) };
+}
+
+/// Table memory for the core: 16 KiB region/segment tables and 2 KiB page
+/// tables from the pool's reusable table blocks.
+#[derive(Debug, Default)]
+pub struct KernelFrames;
+
+// SAFETY: `alloc_table_block` hands out zeroed blocks of exactly `bytes`
+// (16 KiB or 2 KiB, the only sizes S390x asks for), aligned to `bytes`, in
+// the identity map (reachable through `S390x::identity()`'s
+// `phys_to_virt`), used by nobody else until `free_table_block`. The pool
+// is a spin lock, so `Sync`.
+unsafe impl FrameAllocator for KernelFrames {
+    fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
+        frame::alloc_table_block(bytes as u64).map(PhysAddr)
+    }
+
+    unsafe fn free_table(&self, pa: PhysAddr, bytes: usize) {
+        // The core frees a table only after unlinking it and purging every
+        // TLB (CSP); but the CPU may still run on a view of its tree (a
+        // failing case drops its address space while active). Leave it
+        // first: the view's stale region-first entries are not walked and
+        // are rewritten by the next `activate_view`.
+        if viewed_root().is_some() {
+            deactivate();
+        }
+        // SAFETY: `pa` came from `alloc_table(bytes)`, i.e.
+        // `alloc_table_block(bytes)`; the core unlinked it and purged the
+        // TLBs (FrameAllocator contract), and the CPU no longer walks its
+        // tree (above).
+        unsafe { frame::free_table_block(pa.0, bytes as u64) }
+    }
+}
+
+/// Frames the suite gave back twice, counted instead of corrupting the
+/// pool's free list (see [`KernelMachine::take_double_frees`]).
+static DOUBLE_FREES: AtomicU64 = AtomicU64::new(0);
+/// The last frame given back twice.
+static DOUBLE_FREED: AtomicU64 = AtomicU64::new(0);
+
+/// The real machine, for the conformance suite: CPU 0, QEMU's TLB.
+#[derive(Debug)]
+pub struct KernelMachine {
+    arch: S390x,
+    frames: KernelFrames,
+}
+
+impl KernelMachine {
+    /// The machine: tables in the identity map, the harness's frames.
+    /// Allocates the view's region-first table now (once per boot), so
+    /// that it does not count against the first case's memory.
+    pub fn new() -> Self {
+        let _ = view_table();
+        Self { arch: S390x::identity(), frames: KernelFrames }
+    }
+
+    /// How many frames were given back while not allocated since the last
+    /// call, and the last of them. Such a second free is ignored (it
+    /// would make the free list cyclic, so two owners would share frames
+    /// later); the kernel reports it.
+    pub fn take_double_frees(&self) -> (u64, u64) {
+        (DOUBLE_FREES.swap(0, Ordering::Relaxed), DOUBLE_FREED.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for KernelMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The suite's view of a probe's fault: translation exceptions (segment,
+/// page, ASCE type, region first/second/third) are "not mapped", a
+/// protection exception is a protection fault; anything else (addressing,
+/// translation specification) is `Other(program-interruption code)`.
+pub fn cpu_fault(f: Fault) -> CpuFault {
+    match f.code {
+        code::SEGMENT_TRANSLATION
+        | code::PAGE_TRANSLATION
+        | code::ASCE_TYPE
+        | code::REGION_FIRST_TRANSLATION
+        | code::REGION_SECOND_TRANSLATION
+        | code::REGION_THIRD_TRANSLATION => CpuFault::NotMapped,
+        code::PROTECTION => CpuFault::Protection,
+        other => CpuFault::Other(u64::from(other)),
+    }
+}
+
+impl Machine for KernelMachine {
+    type Arch = S390x;
+    type Frames = KernelFrames;
+
+    fn arch(&self) -> &S390x {
+        &self.arch
+    }
+
+    fn frames(&self) -> &KernelFrames {
+        &self.frames
+    }
+
+    fn alloc_frame(&self) -> Option<PhysAddr> {
+        frame::alloc_frame().map(PhysAddr)
+    }
+
+    fn alloc_contiguous(&self, count: usize, align: u64) -> Option<PhysAddr> {
+        frame::alloc_aligned(count as u64 * FRAME_SIZE, align.max(FRAME_SIZE)).map(PhysAddr)
+    }
+
+    fn free_frame(&self, frame: PhysAddr) {
+        if !frame::is_allocated(frame.0) {
+            DOUBLE_FREES.fetch_add(1, Ordering::Relaxed);
+            DOUBLE_FREED.store(frame.0, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: the suite frees only data frames it got from
+        // `alloc_frame`/`alloc_contiguous` (whole frames of an aligned
+        // block), once (a second free is caught above), after the core
+        // handed them back (`Reusable`: unmapped, IPTE done, secondaries
+        // told) or after teardown. (A deliberately broken build skips the
+        // IPTE: a stale TLB entry may then still reach the frame, which is
+        // what the suite detects; frames are plain RAM the kernel only
+        // reaches through probes and `write_phys`, so no Rust object is at
+        // stake.)
+        unsafe { frame::free_frame(frame.0) }
+    }
+
+    fn write_phys(&self, pa: PhysAddr, value: u64) {
+        assert!(pa.0 % 8 == 0, "write_phys({pa}): misaligned");
+        assert!(frame::is_allocated(pa.0 & !(FRAME_SIZE - 1)), "write_phys({pa}): not an allocated frame");
+        // SAFETY: `pa` lies in an allocated frame of the pool (checked),
+        // identity mapped; no Rust reference covers data frames, so a
+        // volatile store cannot break aliasing.
+        unsafe { (pa.0 as *mut u64).write_volatile(value) }
+    }
+
+    unsafe fn activate(&self, root: PhysAddr) {
+        // SAFETY: the caller keeps the tree live until `deactivate`; its
+        // tables come from `KernelFrames`, its leaves map data frames no Rust
+        // reference covers; `free_table` leaves the view before a table goes.
+        unsafe { activate_view(root.0) }
+    }
+
+    fn deactivate(&self) {
+        if viewed_root().is_some() {
+            deactivate();
+        }
+    }
+
+    fn cpu_read(&self, va: VirtAddr) -> Result<u64, CpuFault> {
+        refresh_view();
+        probe_read(va.0).map_err(cpu_fault)
+    }
+
+    fn cpu_write(&self, va: VirtAddr, value: u64) -> Result<(), CpuFault> {
+        refresh_view();
+        probe_write(va.0, value).map_err(cpu_fault)
+    }
+
+    fn test_base(&self) -> VirtAddr {
+        VirtAddr(TEST_WINDOW)
+    }
+
+    /// None: QEMU's TCG CPU has no EDAT-1, so a segment entry with the
+    /// large bit is walked as a page-table pointer. s390 large segments are
+    /// covered by the host tests of `arch/s390`.
+    fn huge_level(&self) -> Option<usize> {
+        None
+    }
+}
