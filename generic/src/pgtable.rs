@@ -63,25 +63,32 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
 ) -> Option<Reusable> {
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_clear_flush(slot) };
-    let level = slot.level();
-    let span = leaf_range::<A>(slot);
-    if NOTIFY {
-        if let Some(span) = span {
-            head.invalidate_secondary_tlbs(span);
-        }
-        head.invalidate_page(slot.va());
-        if level + 1 < A::LEVELS.len() {
-            // A huge leaf: the seed's per-address call would leave the rest
-            // of the span cached in a secondary MMU that maps at base-page
-            // size.
-            if let Some(span) = span {
-                head.invalidate_pages(span);
-            }
-        }
+    // The idle cost: one load and one branch.
+    if NOTIFY && head.has_notifiers() {
+        notify_cleared::<A>(head, slot);
     }
-    match A::decode(level, flushed.old()) {
+    match A::decode(slot.level(), flushed.old()) {
         Entry::Leaf(leaf) => Some(Reusable::new(leaf)),
         _ => None,
+    }
+}
+
+/// The notifier step of [`ptep_clear_flush_notify`], out of line so the
+/// idle path stays one load and one branch.
+#[cold]
+#[inline(never)]
+fn notify_cleared<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) {
+    let span = leaf_range::<A>(slot);
+    if let Some(span) = span {
+        head.invalidate_secondary_tlbs(span);
+    }
+    head.invalidate_page(slot.va());
+    if slot.level() + 1 < A::LEVELS.len() {
+        // A huge leaf: the seed's per-address call would leave the rest of
+        // the span cached in a secondary MMU that maps at base-page size.
+        if let Some(span) = span {
+            head.invalidate_pages(span);
+        }
     }
 }
 
@@ -101,12 +108,18 @@ pub unsafe fn ptep_modify_flush_notify<A: Arch>(
 ) -> Flushed {
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_modify(slot, new) }.flush();
-    if NOTIFY {
-        if let Some(span) = leaf_range::<A>(slot) {
-            head.invalidate_secondary_tlbs(span);
-        }
+    if NOTIFY && head.has_notifiers() {
+        notify_modified::<A>(head, slot);
     }
     flushed
+}
+
+#[cold]
+#[inline(never)]
+fn notify_modified<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) {
+    if let Some(span) = leaf_range::<A>(slot) {
+        head.invalidate_secondary_tlbs(span);
+    }
 }
 
 /// Tests and clears the accessed state of a live leaf through the arch
@@ -126,7 +139,13 @@ pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(
     // SAFETY: forwarded contract.
     let young = unsafe { arch.ptep_clear_flush_young(slot) };
     // Not short-circuited: every secondary MMU must clear its state too.
-    young | (NOTIFY && leaf_range::<A>(slot).is_some_and(|span| head.clear_flush_young(span)))
+    young | (NOTIFY && head.has_notifiers() && age_notifiers::<A>(head, slot))
+}
+
+#[cold]
+#[inline(never)]
+fn age_notifiers<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) -> bool {
+    leaf_range::<A>(slot).is_some_and(|span| head.clear_flush_young(span))
 }
 
 /// The addresses a leaf at `slot` translates.

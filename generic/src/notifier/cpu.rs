@@ -15,7 +15,7 @@ static SOURCE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Tells the core how to identify the running CPU: `cpu_id` returns its
 /// index, stable while the caller runs (callbacks run with preemption
-/// disabled, or on a pinned thread). CPUs numbered [`TRACKED_CPUS`] or
+/// disabled, or on a pinned thread). CPUs numbered 64 or
 /// above are not checked. Call once at boot, before registering anything.
 pub fn set_cpu_id_source(cpu_id: fn() -> usize) {
     SOURCE.store(cpu_id as *mut (), Ordering::Release);
