@@ -37,6 +37,7 @@
 pub mod addr;
 pub mod arch;
 pub mod error;
+pub mod interval;
 pub mod mm;
 pub mod notifier;
 pub mod pgtable;

@@ -14,6 +14,8 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 pub mod cases;
+pub mod device;
+pub mod interval_cases;
 pub mod shadow;
 
 use core::fmt::{self, Write};

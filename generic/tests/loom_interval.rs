@@ -1,0 +1,324 @@
+//! Loom models of interval notifiers: every interleaving (up to the
+//! preemption bound) of the races the collision-retry sequence and the
+//! deferred list exist for.
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+//!     cargo test -p mmu-notifier-core --test loom_interval --release
+//! ```
+//!
+//! Under `--cfg loom` the manager's atomics, its spin lock and its plain
+//! cells (tree links, deferred list, counters) are loom's, so the real
+//! code is explored and an unsynchronised access to a tree node is a
+//! reported data race. The "primary page table" is one loom atomic; the
+//! device's page table is one entry behind a loom mutex (the driver lock).
+//! An interval's memory is a loom `UnsafeCell`: callbacks read it, the
+//! owner writes "freed" into it once `remove` (or drop) returned, so a
+//! callback not ordered before the free fails the model.
+//!
+//! Managers and subscriptions are leaked (`Box::leak`) so loom threads,
+//! which need `'static`, can share them. `LOOM_PREEMPTION_BOUND` overrides
+//! each model's bound; each prints its interleavings and time
+//! (`--nocapture`).
+#![cfg(loom)]
+
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use loom::sync::Mutex;
+use loom::thread;
+
+use mmu_notifier_core::interval::{IntervalNotifiers, IntervalOps, IntervalSub};
+use mmu_notifier_core::{Event, InvalidateRange, MmuNotifier, PageRange, VirtAddr};
+
+const PAGE: u64 = 4096;
+const ALIVE: u32 = 0xa11e;
+const FREED: u32 = 0xf7ee;
+
+fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}
+
+fn page0() -> InvalidateRange {
+    InvalidateRange::new(
+        PageRange::from_pages(VirtAddr(0), 1, PAGE).unwrap(),
+        Event::Unmap,
+    )
+}
+
+fn check(name: &str, bound: usize, model: impl Fn() + Sync + Send + 'static) {
+    let bound = std::env::var("LOOM_PREEMPTION_BOUND")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(bound);
+    let iterations = Arc::new(StdAtomicUsize::new(0));
+    let counter = Arc::clone(&iterations);
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(bound);
+    // Spin-waits (the manager's lock, `remove`, `read_begin`) yield to
+    // loom at every turn; three threads need more than the default 1000.
+    builder.max_branches = 20_000;
+    let started = Instant::now();
+    builder.check(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        model();
+    });
+    println!(
+        "loom model {name}: preemption bound {bound}, {} interleavings, {:.2?}",
+        iterations.load(std::sync::atomic::Ordering::Relaxed),
+        started.elapsed()
+    );
+}
+
+/// A device with one page-table entry behind its driver lock, and memory
+/// that callbacks touch.
+struct Dev {
+    entry: Mutex<Option<u64>>,
+    memory: &'static UnsafeCell<u32>,
+}
+
+impl Dev {
+    fn new() -> Self {
+        Self {
+            entry: Mutex::new(None),
+            memory: leak(UnsafeCell::new(ALIVE)),
+        }
+    }
+}
+
+// SAFETY: the only non-`Sync` field is the loom `UnsafeCell`, whose every
+// access goes through loom's race detector.
+unsafe impl Sync for Dev {}
+
+impl IntervalOps for Dev {
+    fn invalidate(&self, sub: &IntervalSub<'_, Self>, _: &InvalidateRange, cur_seq: u64) -> bool {
+        // SAFETY: loom checks this read against the owner's free.
+        let state = self.memory.with(|p| unsafe { *p });
+        assert_eq!(state, ALIVE, "invalidate called on a freed interval");
+        let mut entry = self.entry.lock().unwrap();
+        sub.set_seq(cur_seq);
+        *entry = None;
+        true
+    }
+}
+
+fn free(memory: &UnsafeCell<u32>) {
+    // SAFETY: loom checks the write against every callback's read.
+    memory.with_mut(|p| unsafe { *p = FREED });
+}
+
+type Sub = IntervalSub<'static, Dev>;
+
+fn leak_sub() -> Pin<&'static Sub> {
+    Pin::static_ref(leak(IntervalSub::new(Dev::new())))
+}
+
+/// The device's fault path: the sequence protocol, or (`protocol: false`)
+/// the classic bug of programming the device without `read_retry`.
+fn fault(sub: &Sub, primary: &AtomicU64, protocol: bool) {
+    loop {
+        let seq = sub.read_begin();
+        let value = primary.load(SeqCst);
+        let mut entry = sub.ops().entry.lock().unwrap();
+        if protocol && sub.read_retry(seq) {
+            continue;
+        }
+        *entry = Some(value);
+        return;
+    }
+}
+
+/// The address space's side: bracket a change of the primary entry.
+fn change_primary(mgr: &IntervalNotifiers, primary: &AtomicU64, to: u64) {
+    let r = page0();
+    mgr.invalidate_range_start(&r).unwrap();
+    primary.store(to, SeqCst);
+    mgr.invalidate_range_end(&r);
+}
+
+fn fault_vs_invalidation(protocol: bool) {
+    let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+    let sub = leak_sub();
+    mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
+    let primary: &'static AtomicU64 = leak(AtomicU64::new(1));
+
+    let device = thread::spawn(move || fault(&sub, primary, protocol));
+    change_primary(mgr, primary, 2);
+    device.join().unwrap();
+
+    let entry = *sub.ops().entry.lock().unwrap();
+    assert!(
+        entry.is_none() || entry == Some(2),
+        "the device kept {entry:?}, a translation the invalidation replaced"
+    );
+}
+
+/// (1) A device PTE established during an overlapping invalidation: the
+/// fault either retries or programs before the invalidation clears it.
+#[test]
+fn fault_racing_invalidation_never_keeps_a_replaced_translation() {
+    check("fault vs invalidation", 3, || fault_vs_invalidation(true));
+}
+
+/// (1') The same model without `read_retry` fails: the model can see the
+/// bug the protocol exists for. (Run on a thread of its own: a panic inside
+/// a loom model leaves that thread's loom state unusable for the next.)
+#[test]
+fn fault_without_read_retry_keeps_a_replaced_translation() {
+    let failed = std::thread::spawn(|| {
+        check("fault without read_retry (must fail)", 2, || {
+            fault_vs_invalidation(false)
+        });
+    })
+    .join()
+    .is_err();
+    assert!(
+        failed,
+        "the model missed a fault path that ignores read_retry"
+    );
+}
+
+/// (2) Use after free of a deferred removal: the owner removes an interval
+/// while an invalidation may be walking the tree, then frees its memory
+/// and reuses the node (inserts it in another manager, whose lock orders
+/// nothing with the first one's). Every callback, and every access of the
+/// first manager to the node, happens before.
+#[test]
+fn deferred_removal_is_never_used_after_free() {
+    check("remove vs invalidation", 3, || {
+        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let other: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let sub = leak_sub();
+        mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
+
+        let invalidator = thread::spawn(move || {
+            let r = page0();
+            mgr.invalidate_range_start(&r).unwrap();
+            mgr.invalidate_range_end(&r);
+        });
+
+        mgr.remove(sub).unwrap();
+        assert!(!sub.is_inserted());
+        free(sub.ops().memory);
+        // Reuse: writes the node's tree cells under another lock.
+        other.insert(sub, VirtAddr(PAGE), PAGE).unwrap();
+
+        invalidator.join().unwrap();
+    });
+}
+
+/// (2') The same through `Drop`, with the invalidation's start and end on
+/// one thread and the drop on another.
+#[test]
+fn dropped_interval_is_never_used_after_free() {
+    check("drop vs invalidation", 3, || {
+        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let sub: Pin<Box<Sub>> = Box::pin(IntervalSub::new(Dev::new()));
+        let memory = sub.ops().memory;
+        mgr.insert(sub.as_ref(), VirtAddr(0), PAGE).unwrap();
+
+        let owner = thread::spawn(move || {
+            drop(sub);
+            free(memory);
+        });
+        let r = page0();
+        mgr.invalidate_range_start(&r).unwrap();
+        mgr.invalidate_range_end(&r);
+
+        owner.join().unwrap();
+    });
+}
+
+/// (3) A subscription published before it is initialised: one thread
+/// inserts an interval and faults through it while another invalidates
+/// the same page, walking the tree (a neighbour already overlaps). The
+/// walker must never read a node, or links, while the insert writes them
+/// (loom reports the race), and an interval inserted during the
+/// invalidation must not program the translation that invalidation
+/// replaces.
+#[test]
+fn interval_inserted_during_invalidation_is_initialised_and_coherent() {
+    check("insert + fault vs invalidation", 3, || {
+        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let neighbour = leak_sub();
+        mgr.insert(neighbour, VirtAddr(0), 2 * PAGE).unwrap();
+        let sub = leak_sub();
+        let primary: &'static AtomicU64 = leak(AtomicU64::new(1));
+
+        let device = thread::spawn(move || {
+            mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
+            fault(&sub, primary, true);
+        });
+        change_primary(mgr, primary, 2);
+        device.join().unwrap();
+
+        let entry = *sub.ops().entry.lock().unwrap();
+        assert!(
+            entry.is_none() || entry == Some(2),
+            "an interval inserted during the invalidation kept {entry:?}"
+        );
+    });
+}
+
+/// (4) Two overlapping invalidations on two CPUs, and a removal after
+/// the first one ended while the second may still walk the tree: only the
+/// last end may make the sequence even and apply the removal, so the
+/// removal is deferred and waits; the walker never reads a node or link
+/// being unlinked, and nothing reaches the interval after its free.
+#[test]
+fn removal_waits_for_the_last_of_two_invalidations() {
+    check("remove vs two invalidations", 3, || {
+        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let other: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let sub = leak_sub();
+        mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
+
+        let second = thread::spawn(move || {
+            let r = page0();
+            mgr.invalidate_range_start(&r).unwrap();
+            mgr.invalidate_range_end(&r);
+        });
+
+        let r = page0();
+        mgr.invalidate_range_start(&r).unwrap();
+        mgr.invalidate_range_end(&r);
+        mgr.remove(sub).unwrap();
+        free(sub.ops().memory);
+        other.insert(sub, VirtAddr(PAGE), PAGE).unwrap();
+
+        second.join().unwrap();
+        assert!(
+            !mgr.is_invalidating(),
+            "the last end makes the sequence even"
+        );
+    });
+}
+
+/// (5) The whole stack: the manager registered on a `NotifierHead`, a
+/// range operation through the head (SRCU read side, snapshot) racing with
+/// the owner dropping the interval and freeing its memory.
+#[test]
+fn interval_dropped_during_a_head_range_operation_is_never_used_after_free() {
+    use mmu_notifier_core::{NotifierHead, Subscription};
+    check("head range vs drop", 3, || {
+        let head: &'static NotifierHead = leak(NotifierHead::new());
+        let mgr = Pin::static_ref(leak(Subscription::new(IntervalNotifiers::new())));
+        head.register(mgr).unwrap();
+        let manager: &'static IntervalNotifiers = mgr.get_ref().notifier();
+        let sub: Pin<Box<Sub>> = Box::pin(IntervalSub::new(Dev::new()));
+        let memory = sub.ops().memory;
+        manager.insert(sub.as_ref(), VirtAddr(0), PAGE).unwrap();
+
+        let owner = thread::spawn(move || {
+            drop(sub);
+            free(memory);
+        });
+        head.invalidate_range_start(page0()).end();
+
+        owner.join().unwrap();
+    });
+}
