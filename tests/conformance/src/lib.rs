@@ -153,6 +153,13 @@ pub struct Case<M: Machine> {
     pub applies: fn(&M) -> bool,
 }
 
+/// Every case of the suite: the call sites, then the interval notifiers.
+pub fn every_case<M: Machine>() -> impl Iterator<Item = Case<M>> {
+    cases::all::<M>()
+        .into_iter()
+        .chain(interval_cases::all::<M>())
+}
+
 /// Runs every case whose name contains `filter`, calling `report` once per
 /// case run (`None` for a case that does not apply to this machine).
 /// Returns (passed, failed).
@@ -162,7 +169,7 @@ pub fn run<M: Machine>(
     report: &mut dyn FnMut(&'static str, Option<&Outcome>),
 ) -> (u32, u32) {
     let (mut passed, mut failed) = (0, 0);
-    for case in cases::all::<M>() {
+    for case in every_case::<M>() {
         if !case.name.contains(filter) {
             continue;
         }
