@@ -1,1 +1,630 @@
-//! Benchmark support (being written).
+//! What the benchmarks of `mmu-notifier` share: the notifiers they
+//! register, the baselines they race against, and the fixtures on the
+//! emulated MMU.
+//!
+//! Two drivers use it: the criterion suite (`benches/notifier.rs`, times)
+//! and `icount` (`src/bin/icount.rs`, a loop for callgrind's deterministic
+//! instruction counts). `cargo xtask bench` builds both twice, with and
+//! without the core's `notifier` feature, runs them and writes
+//! `BENCHMARKS.md`. Nothing here asserts a time.
+//!
+//! It uses the public API of the core only, as a kernel would, and owns no
+//! part of the protocol: if a figure is bad, the fix is in the core.
+
+use core::hint::black_box;
+use core::pin::Pin;
+use core::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+
+use mmu_notifier_core::arch::{Arch, Entry, Prot, PteSlot};
+use mmu_notifier_core::notifier::{Again, Callbacks, Event, InvalidateRange};
+use mmu_notifier_core::{
+    ptep_clear_flush_notify, ptep_clear_flush_young_notify, AddressSpace, Error, MmuNotifier,
+    NotifierHead, PageRange, PhysAddr, Reusable, Subscription, VirtAddr,
+};
+use mmu_notifier_emu::Emu;
+
+/// Whether this build has the notifier list (`false`: the compiled-out
+/// baseline of figure 1).
+pub const NOTIFIER: bool = cfg!(feature = "notifier");
+
+/// Registered notifiers in the dispatch figures.
+pub const DISPATCH_COUNTS: [usize; 4] = [1, 4, 16, 64];
+/// Registered notifiers in the churn figures.
+pub const CHURN_COUNTS: [usize; 3] = [1, 4, 16];
+/// Zap sizes in pages; the last is the 2^18.
+pub const ZAP_PAGES: [usize; 3] = [1 << 12, 1 << 15, 1 << 18];
+
+/// Where the benchmarks map their pages (1 GiB-aligned, so a 2^18-page
+/// zap fills whole last-level tables).
+pub const BASE: VirtAddr = VirtAddr(1 << 32);
+/// The level of base pages on the emulated MMU.
+pub const LAST: usize = Emu::LEVELS.len() - 1;
+/// The base page size.
+pub const PAGE: u64 = Emu::PAGE_SIZE;
+/// The emulated x86-64 accessed bit (see `mmu_notifier_emu`).
+const ACCESSED: u64 = 1 << 5;
+/// Fake frames for mapped pages: the emulator never reads a data frame
+/// unless an emulated CPU accesses it, and the benchmarks never do, so a
+/// 2^18-page mapping needs no gigabyte of host memory.
+const FAKE_FRAMES: u64 = 1 << 40;
+
+/// An address space on the emulated MMU, which is also its frame allocator.
+pub type Mm<'e> = AddressSpace<'e, Emu, Emu>;
+
+/// The emulated machine every benchmark runs on: one CPU, so every TLB
+/// flush costs as little as the emulator allows and the notifier's share
+/// of an operation is, if anything, overstated.
+pub fn machine() -> Emu {
+    Emu::new(1)
+}
+
+/// A notifier that does nothing observable: every callback only hides its
+/// argument from the optimiser. What remains is the dispatch itself. It
+/// writes no shared memory, so two threads calling it do not contend.
+///
+/// Not zero-sized, so every instance has its own address (the lock-based
+/// list unregisters by address).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sink {
+    _byte: u8,
+}
+
+impl MmuNotifier for Sink {
+    fn invalidate_page(&self, addr: VirtAddr) {
+        black_box(addr);
+    }
+    fn invalidate_pages(&self, range: PageRange) {
+        black_box(range);
+    }
+    fn age_page(&self, addr: VirtAddr) -> bool {
+        black_box(addr);
+        false
+    }
+    fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
+        black_box(range);
+        Ok(())
+    }
+    fn invalidate_range_end(&self, range: &InvalidateRange) {
+        black_box(range);
+    }
+}
+
+/// Counts every callback it gets (figure 4's "secondary calls").
+#[derive(Debug, Default)]
+pub struct Counting {
+    /// `invalidate_page` calls.
+    pub pages: AtomicU64,
+    /// `invalidate_pages` calls.
+    pub spans: AtomicU64,
+    /// `invalidate_range_start` calls.
+    pub starts: AtomicU64,
+    /// `invalidate_range_end` calls.
+    pub ends: AtomicU64,
+}
+
+impl Counting {
+    /// All callbacks so far.
+    pub fn total(&self) -> u64 {
+        self.pages.load(Relaxed)
+            + self.spans.load(Relaxed)
+            + self.starts.load(Relaxed)
+            + self.ends.load(Relaxed)
+    }
+}
+
+impl MmuNotifier for Counting {
+    fn invalidate_page(&self, _addr: VirtAddr) {
+        self.pages.fetch_add(1, Relaxed);
+    }
+    fn invalidate_pages(&self, _range: PageRange) {
+        self.spans.fetch_add(1, Relaxed);
+    }
+    fn invalidate_range_start(&self, _range: &InvalidateRange) -> Result<(), Again> {
+        self.starts.fetch_add(1, Relaxed);
+        Ok(())
+    }
+    fn invalidate_range_end(&self, _range: &InvalidateRange) {
+        self.ends.fetch_add(1, Relaxed);
+    }
+}
+
+/// Bumps a counter owned by one thread (no locked instruction): the stand-in
+/// for "drop the secondary translation(s)".
+#[inline]
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// The callbacks a worker received (counted by its own thread, no locked
+/// instruction).
+#[derive(Debug, Default)]
+pub struct Calls {
+    /// `invalidate_page` calls.
+    pub pages: AtomicU64,
+    /// `invalidate_range_start` calls.
+    pub starts: AtomicU64,
+    /// `invalidate_range_end` calls.
+    pub ends: AtomicU64,
+}
+
+impl Calls {
+    /// `invalidate_page=.. range_start=.. range_end=.. total=..`.
+    pub fn summary(&self) -> String {
+        let (p, s, e) = (
+            self.pages.load(Relaxed),
+            self.starts.load(Relaxed),
+            self.ends.load(Relaxed),
+        );
+        format!(
+            "invalidate_page={p} range_start={s} range_end={e} total={}",
+            p + s + e
+        )
+    }
+}
+
+/// A secondary MMU that works by range, as Linux's drivers do since the
+/// range pair: it drops the whole range in `invalidate_range_start` and
+/// declares that it listens to nothing per page.
+#[derive(Debug, Default)]
+pub struct RangeWorker {
+    /// What it received.
+    pub calls: Calls,
+    dropped: AtomicU64,
+}
+
+impl MmuNotifier for RangeWorker {
+    const CALLBACKS: Callbacks = Callbacks::RANGE.union(Callbacks::RELEASE);
+
+    fn invalidate_page(&self, _addr: VirtAddr) {
+        bump(&self.calls.pages, 1);
+    }
+    fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
+        bump(&self.calls.starts, 1);
+        bump(&self.dropped, range.range.len() / PAGE);
+        Ok(())
+    }
+    fn invalidate_range_end(&self, _range: &InvalidateRange) {
+        bump(&self.calls.ends, 1);
+    }
+}
+
+/// A secondary MMU as the 2008 seed knew it: it drops one translation per
+/// `invalidate_page` and listens to the seed's callbacks only.
+#[derive(Debug, Default)]
+pub struct PageWorker {
+    /// What it received (`pages` is also its work).
+    pub calls: Calls,
+}
+
+impl MmuNotifier for PageWorker {
+    const CALLBACKS: Callbacks = Callbacks::SEED;
+
+    fn invalidate_page(&self, _addr: VirtAddr) {
+        bump(&self.calls.pages, 1);
+    }
+    fn invalidate_range_start(&self, _range: &InvalidateRange) -> Result<(), Again> {
+        bump(&self.calls.starts, 1);
+        Ok(())
+    }
+    fn invalidate_range_end(&self, _range: &InvalidateRange) {
+        bump(&self.calls.ends, 1);
+    }
+}
+
+/// Which notifier figure 4's zap runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZapWith {
+    /// Nobody registered: the baseline.
+    Nobody,
+    /// One [`RangeWorker`].
+    Range,
+    /// One [`PageWorker`].
+    Page,
+}
+
+impl ZapWith {
+    /// All variants, baseline first.
+    pub const ALL: [ZapWith; 3] = [ZapWith::Nobody, ZapWith::Range, ZapWith::Page];
+
+    /// The name used in benchmark ids and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZapWith::Nobody => "nobody",
+            ZapWith::Range => "range",
+            ZapWith::Page => "page",
+        }
+    }
+
+    /// The variant called `name`.
+    pub fn parse(name: &str) -> Option<ZapWith> {
+        ZapWith::ALL.into_iter().find(|z| z.name() == name)
+    }
+}
+
+/// The callbacks the baselines call, as a trait object: what a hand-written
+/// list stores. Every [`MmuNotifier`] is one (`MmuNotifier` itself need not
+/// be dyn-compatible: the core type-erases it its own way).
+pub trait DynNotifier: Sync {
+    /// [`MmuNotifier::invalidate_page`].
+    fn invalidate_page(&self, addr: VirtAddr);
+    /// [`MmuNotifier::invalidate_range_start`].
+    ///
+    /// # Errors
+    /// As the notifier's.
+    fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again>;
+    /// [`MmuNotifier::invalidate_range_end`].
+    fn invalidate_range_end(&self, range: &InvalidateRange);
+}
+
+impl<N: MmuNotifier> DynNotifier for N {
+    fn invalidate_page(&self, addr: VirtAddr) {
+        MmuNotifier::invalidate_page(self, addr);
+    }
+    fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
+        MmuNotifier::invalidate_range_start(self, range)
+    }
+    fn invalidate_range_end(&self, range: &InvalidateRange) {
+        MmuNotifier::invalidate_range_end(self, range);
+    }
+}
+
+/// The physical limit of dispatch: a plain loop of indirect calls over a
+/// slice, with no read-side section and no liveness check.
+#[derive(Clone, Copy)]
+pub struct SliceList<'s, 'n>(pub &'s [&'n dyn DynNotifier]);
+
+impl SliceList<'_, '_> {
+    /// `invalidate_page` on each.
+    #[inline]
+    pub fn invalidate_page(&self, addr: VirtAddr) {
+        for n in self.0 {
+            n.invalidate_page(addr);
+        }
+    }
+
+    /// `invalidate_range_start` on each, then `invalidate_range_end` on each.
+    #[inline]
+    pub fn invalidate_range(&self, range: &InvalidateRange) {
+        for n in self.0 {
+            let _ = n.invalidate_range_start(range);
+        }
+        for n in self.0 {
+            n.invalidate_range_end(range);
+        }
+    }
+}
+
+/// What a kernel would write by hand: a vector of notifiers behind a
+/// reader-writer spin lock. Readers take the read lock for the walk (for a
+/// range, from before the first start to after the last end, so start and
+/// end reach the same set); registration takes the write lock, which also
+/// waits out every reader.
+pub struct LockedList<'n> {
+    list: spin::RwLock<Vec<&'n dyn DynNotifier>>,
+}
+
+impl<'n> LockedList<'n> {
+    /// A list holding `notifiers`.
+    pub fn new(notifiers: Vec<&'n dyn DynNotifier>) -> Self {
+        Self {
+            list: spin::RwLock::new(notifiers),
+        }
+    }
+
+    /// Adds `n`.
+    pub fn register(&self, n: &'n dyn DynNotifier) {
+        self.list.write().push(n);
+    }
+
+    /// Removes `n`; no reader can be inside its callbacks afterwards.
+    pub fn unregister(&self, n: &dyn DynNotifier) {
+        self.list.write().retain(|m| !core::ptr::addr_eq(*m, n));
+    }
+
+    /// `invalidate_page` on each, under the read lock.
+    #[inline]
+    pub fn invalidate_page(&self, addr: VirtAddr) {
+        for n in self.list.read().iter() {
+            n.invalidate_page(addr);
+        }
+    }
+
+    /// Every start, then every end, under one read lock.
+    #[inline]
+    pub fn invalidate_range(&self, range: &InvalidateRange) {
+        let list = self.list.read();
+        for n in list.iter() {
+            let _ = n.invalidate_range_start(range);
+        }
+        for n in list.iter() {
+            n.invalidate_range_end(range);
+        }
+    }
+}
+
+/// A range start and its end on the real list, with nothing in between.
+#[inline]
+pub fn head_range(head: &NotifierHead, range: InvalidateRange) {
+    head.invalidate_range_start(range).end();
+}
+
+/// The range the dispatch figures invalidate: one page at [`BASE`].
+pub fn one_page_range() -> InvalidateRange {
+    let range = PageRange::from_pages(BASE, 1, PAGE).expect("BASE is page-aligned");
+    InvalidateRange::new(range, Event::Unmap)
+}
+
+/// A pinned, registered subscription of `n` on `head`.
+///
+/// # Errors
+/// What [`NotifierHead::register`] returns (without the `notifier`
+/// feature: always [`Error::NotifiersDisabled`]).
+pub fn subscribe<'h, N: MmuNotifier>(
+    head: &'h NotifierHead,
+    n: N,
+) -> Result<Pin<Box<Subscription<'h, N>>>, Error> {
+    let sub = Box::pin(Subscription::new(n));
+    head.register(sub.as_ref())?;
+    Ok(sub)
+}
+
+/// Maps `pages` base pages from `first` to fake frames.
+///
+/// # Errors
+/// What [`AddressSpace::map`] returns.
+pub fn map_pages(mm: &Mm<'_>, first: VirtAddr, pages: usize) -> Result<(), Error> {
+    let prot = Prot::READ | Prot::WRITE | Prot::USER;
+    for i in 0..pages as u64 {
+        mm.map(
+            VirtAddr(first.0 + i * PAGE),
+            PhysAddr(FAKE_FRAMES + i * PAGE),
+            prot,
+        )?;
+    }
+    Ok(())
+}
+
+/// Unmaps `pages` base pages from [`BASE`] with `zap_range` (one range pair
+/// around the walk, one `invalidate_page` per page) and returns how many
+/// were mapped.
+///
+/// # Panics
+/// If the range is invalid or the address space released.
+#[inline]
+pub fn zap(mm: &Mm<'_>, pages: usize) -> usize {
+    let range = PageRange::from_pages(BASE, pages as u64, PAGE).expect("a valid range");
+    mm.zap_range(range, &mut |frame: Reusable| {
+        let _ = black_box(frame);
+    })
+    .expect("the address space is live")
+}
+
+/// The entry of level [`LAST`] that translates `va`, found by walking the
+/// tables as a page-table walker does; `None` if a table is missing.
+pub fn leaf_entry<'e>(emu: &'e Emu, mm: &Mm<'e>, va: VirtAddr) -> Option<&'e AtomicU64> {
+    let mut table = mm.root();
+    for (l, level) in Emu::LEVELS.iter().enumerate() {
+        let words = emu.phys_to_virt(table).cast::<AtomicU64>();
+        // SAFETY: `table` is a table of this tree (the root, or read from a
+        // table entry just above); every emulated table is one 4 KiB arena
+        // frame of 512 aligned words, `index` is below 512, and arena frames
+        // stay allocated until the `Emu` itself drops, which outlives 'e.
+        // The tree only ever accesses these words atomically too.
+        let entry = unsafe { &*words.add(level.index(va)) };
+        if l == LAST {
+            return Some(entry);
+        }
+        match Emu::decode(l, entry.load(Acquire)) {
+            Entry::Table(next) => table = next,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// One mapped base page, ready for the hot paths of figure 1: the entry as
+/// the walker of `zap_range` finds it, the leaf it holds, the head of its
+/// address space.
+pub struct Armed<'e> {
+    emu: &'e Emu,
+    head: &'e NotifierHead,
+    entry: &'e AtomicU64,
+    va: VirtAddr,
+    leaf: u64,
+}
+
+impl<'e> Armed<'e> {
+    /// Maps `va` in `mm` and finds its entry.
+    ///
+    /// # Errors
+    /// What mapping the page returns.
+    pub fn new(emu: &'e Emu, mm: &'e Mm<'e>, va: VirtAddr) -> Result<Self, Error> {
+        map_pages(mm, va, 1)?;
+        let entry = leaf_entry(emu, mm, va).ok_or(Error::OutOfMemory)?;
+        let leaf = entry.load(Acquire);
+        debug_assert!(
+            matches!(Emu::decode(LAST, leaf | ACCESSED), Entry::Leaf(l) if l.young),
+            "bit 5 is the emulated accessed bit"
+        );
+        Ok(Self {
+            emu,
+            head: mm.notifiers(),
+            entry,
+            va,
+            leaf,
+        })
+    }
+
+    fn slot(&self, level: usize) -> PteSlot<'e> {
+        // SAFETY: `entry` is the level-`LAST` entry translating `va` (found by
+        // walking the tree), `va` is page-aligned, and the benchmark is the
+        // only user of this address space, so nothing else changes the entry
+        // while the slot lives: what holding the page-table lock guarantees.
+        unsafe { PteSlot::new(self.entry, self.va, level) }
+    }
+
+    /// `ptep_clear_flush` with the notifier step (clear, flush, notify),
+    /// then the page is mapped again for the next call. `level` is the
+    /// level the walker passes: [`LAST`], or hidden from the optimiser to
+    /// model a walker that does not know it at compile time.
+    #[inline(always)]
+    pub fn clear_flush(&self, level: usize) -> Option<Reusable> {
+        let slot = self.slot(level);
+        // SAFETY: the entry holds a valid leaf (mapped by `new`, re-armed
+        // below after every clear) of an address space whose head is
+        // `self.head`; nothing runs from the fake frame it maps.
+        let frame = unsafe { ptep_clear_flush_notify(self.emu, self.head, &slot) };
+        // SAFETY: the entry is invalid (just cleared) and the leaf maps the
+        // page's own frame again.
+        unsafe { self.emu.set_pte_at(&slot, self.leaf) };
+        frame
+    }
+
+    /// Marks the page accessed (what the hardware walker does on a
+    /// use), then `ptep_clear_flush_young` with the notifier step: test and
+    /// clear the accessed bit, flush because it was set, ask the notifiers.
+    #[inline(always)]
+    pub fn clear_flush_young(&self, level: usize) -> bool {
+        self.entry.store(self.leaf | ACCESSED, Release);
+        let slot = self.slot(level);
+        // SAFETY: the entry holds a valid leaf of an address space whose
+        // head is `self.head`.
+        unsafe { ptep_clear_flush_young_notify(self.emu, self.head, &slot) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn armed_page_is_cleared_flushed_and_mapped_again() {
+        let emu = machine();
+        let mm = Mm::new(&emu, &emu).expect("root table");
+        let armed = Armed::new(&emu, &mm, BASE).expect("map");
+        let flushes = emu.flush_count();
+        assert!(
+            armed.clear_flush(LAST).is_some(),
+            "a mapped page gives its frame back"
+        );
+        assert_eq!(emu.flush_count(), flushes + 1, "the CPU TLB is flushed");
+        assert!(
+            mm.translate(BASE).is_some(),
+            "the page is mapped again for the next call"
+        );
+        assert!(
+            armed.clear_flush_young(LAST),
+            "an accessed page is reported young"
+        );
+    }
+
+    #[cfg(feature = "notifier")]
+    #[test]
+    fn zap_reaches_a_registered_notifier_per_page_and_once_per_range() {
+        let emu = machine();
+        let mm = Mm::new(&emu, &emu).expect("root table");
+        let sub = subscribe(mm.notifiers(), Counting::default()).expect("register");
+        map_pages(&mm, BASE, 64).expect("map");
+        assert_eq!(zap(&mm, 64), 64, "every mapped page is zapped");
+        let c = sub.notifier();
+        assert_eq!(c.pages.load(Relaxed), 64, "one invalidate_page per page");
+        assert_eq!(
+            (c.starts.load(Relaxed), c.ends.load(Relaxed)),
+            (1, 1),
+            "one range pair around the zap"
+        );
+    }
+
+    #[test]
+    fn baselines_call_every_notifier() {
+        let c = Counting::default();
+        let list: Vec<&dyn DynNotifier> = vec![&c, &c];
+        SliceList(&list).invalidate_page(BASE);
+        let locked = LockedList::new(list.clone());
+        locked.invalidate_page(BASE);
+        locked.invalidate_range(&one_page_range());
+        assert_eq!(c.pages.load(Relaxed), 4, "both lists call each entry");
+        assert_eq!(c.starts.load(Relaxed), 2, "one start per entry");
+        locked.unregister(&c);
+        locked.invalidate_page(BASE);
+        assert_eq!(c.pages.load(Relaxed), 4, "unregister removes the entries");
+    }
+}
+
+/// Figure 5: interval notifiers against the scan a driver wrote before them.
+#[cfg(feature = "notifier")]
+pub mod interval {
+    use super::{black_box, Again, InvalidateRange, MmuNotifier, PageRange, VirtAddr, BASE, PAGE};
+    use mmu_notifier_core::interval::{IntervalOps, IntervalSub};
+    use mmu_notifier_core::notifier::Event;
+
+    /// Subscriptions in figure 5.
+    pub const COUNTS: [usize; 3] = [10, 1_000, 100_000];
+
+    /// A device whose interval callback does the protocol's minimum: record
+    /// the sequence (no driver lock: nothing faults in the benchmark).
+    #[derive(Debug, Default)]
+    pub struct Device;
+
+    impl IntervalOps for Device {
+        fn invalidate(
+            &self,
+            sub: &IntervalSub<'_, Self>,
+            range: &InvalidateRange,
+            cur_seq: u64,
+        ) -> bool {
+            sub.set_seq(cur_seq);
+            black_box(range);
+            true
+        }
+    }
+
+    /// What a driver wrote before interval notifiers: one plain notifier
+    /// with its own list of intervals, scanned on every invalidation.
+    #[derive(Debug, Default)]
+    pub struct Scan {
+        intervals: Vec<(u64, u64)>,
+    }
+
+    impl Scan {
+        /// The intervals of subscriptions `0..n`.
+        pub fn new(n: usize) -> Self {
+            Self {
+                intervals: (0..n)
+                    .map(|i| {
+                        let (start, len) = interval_of(i);
+                        (start.0, start.0 + len)
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    impl MmuNotifier for Scan {
+        fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
+            let (start, end) = (range.range.start().0, range.range.end().0);
+            for &(a, b) in &self.intervals {
+                if a < end && start < b {
+                    black_box((a, b));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The interval of subscription `i`: one page, then a one-page gap.
+    pub fn interval_of(i: usize) -> (VirtAddr, u64) {
+        (VirtAddr(BASE.0 + i as u64 * 2 * PAGE), PAGE)
+    }
+
+    /// The invalidation figure 5 times: the page of the middle one of `n`
+    /// subscriptions, so exactly one overlaps.
+    pub fn probe(n: usize) -> InvalidateRange {
+        let (start, len) = interval_of(n / 2);
+        let range = PageRange::from_pages(start, len / PAGE, PAGE).expect("page-aligned");
+        InvalidateRange::new(range, Event::Unmap)
+    }
+}

@@ -694,7 +694,10 @@ fn bad_input_is_refused_and_changes_nothing<M: Machine>(m: &M) -> Outcome {
     let top = VirtAddr(!(p - 1));
     let r = mm.map(top, frame, Prot::READ);
     ensure!(
-        matches!(r, Err(Error::NonCanonical { .. } | Error::OutOfRange { .. })),
+        matches!(
+            r,
+            Err(Error::NonCanonical { .. } | Error::OutOfRange { .. })
+        ),
         "mapping the top page {top} gave {r:?}"
     );
     m.free_frame(frame);
