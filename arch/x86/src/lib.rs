@@ -50,9 +50,11 @@
 //! ```
 //!
 //! The kernel must set EFER.NXE (non-executable leaves use bit 63) and
-//! CR0.WP (so write-protection binds ring 0 too), and, until cross-CPU
-//! shootdown exists, keep an address space active on one CPU at a time:
-//! see [`X86_64`].
+//! CR0.WP (so write-protection binds ring 0 too). An address space that
+//! more than one CPU may run needs a cross-CPU shootdown: implement
+//! [`TlbShootdown`] (an IPI whose handler runs `invlpg` and acknowledges)
+//! and build the arch with [`X86_64::with_shootdown`]; without one, keep
+//! each address space active on one CPU at a time (see [`X86_64`]).
 //!
 //! # Five-level paging
 //! Not yet. The encodings are keyed by a level's shift, not its index, so
@@ -74,6 +76,8 @@
 mod flags;
 mod instr;
 mod paging;
+mod shootdown;
 
 pub use flags::{PteFlags, ADDR_MASK};
 pub use paging::X86_64;
+pub use shootdown::TlbShootdown;

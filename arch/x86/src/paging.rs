@@ -13,6 +13,7 @@ use mmu_notifier_core::{
 
 use crate::flags::{PteFlags, ADDR_MASK};
 use crate::instr;
+use crate::shootdown::TlbShootdown;
 
 /// x86-64 with 4-level paging (48-bit virtual addresses), managing the user
 /// half of an address space.
@@ -41,9 +42,12 @@ use crate::instr;
 ///   [`PteFlags::NO_EXECUTE`], a reserved bit otherwise);
 /// - CR0.WP is set if write-protection (copy-on-write, `mprotect`) must
 ///   hold against supervisor writes too;
-/// - the address space is active on at most the current CPU:
-///   [`flush_tlb_page`](Arch::flush_tlb_page) purges the local TLB only
-///   (`invlpg`); there is no cross-CPU shootdown yet.
+/// - either the address space is active on at most the current CPU (the
+///   arch built with [`identity`](Self::identity) or
+///   [`with_phys_offset`](Self::with_phys_offset) purges the local TLB
+///   only, with `invlpg`), or the arch is built
+///   [`with_shootdown`](Self::with_shootdown) and the kernel's
+///   [`TlbShootdown`] reaches every other CPU that may run it.
 ///
 /// # Safety of the `Arch` implementation
 /// The encodings round-trip (tested bit by bit and by property on the
@@ -52,10 +56,35 @@ use crate::instr;
 /// or reload CR3 on a bare-metal target. On any other target (the host,
 /// where the tests and Miri run) the flushes do nothing: there is no
 /// hardware walker reading those tables there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct X86_64 {
     phys_offset: u64,
+    shootdown: Option<&'static dyn TlbShootdown>,
 }
+
+impl core::fmt::Debug for X86_64 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("X86_64")
+            .field("phys_offset", &self.phys_offset)
+            .field("shootdown", &self.shootdown.is_some())
+            .finish()
+    }
+}
+
+/// Equal when they reach tables the same way and flush through the same
+/// shootdown object.
+impl PartialEq for X86_64 {
+    fn eq(&self, other: &Self) -> bool {
+        let same_shootdown = match (self.shootdown, other.shootdown) {
+            (None, None) => true,
+            (Some(a), Some(b)) => core::ptr::addr_eq(a, b),
+            _ => false,
+        };
+        self.phys_offset == other.phys_offset && same_shootdown
+    }
+}
+
+impl Eq for X86_64 {}
 
 impl X86_64 {
     /// Index of the PML4 level in [`Arch::LEVELS`].
@@ -77,19 +106,54 @@ impl X86_64 {
 
     /// Tables are reachable at their physical address (identity-mapped
     /// memory, or host tests where the "physical address" is a pointer).
+    /// Flushes purge the local TLB only.
     pub const fn identity() -> Self {
-        Self { phys_offset: 0 }
+        Self {
+            phys_offset: 0,
+            shootdown: None,
+        }
     }
 
     /// Tables are reachable through a direct map at `phys_offset`:
     /// physical address `pa` is at virtual address `pa + phys_offset`.
+    /// Flushes purge the local TLB only.
     pub const fn with_phys_offset(phys_offset: u64) -> Self {
-        Self { phys_offset }
+        Self {
+            phys_offset,
+            shootdown: None,
+        }
+    }
+
+    /// As [`with_phys_offset`](Self::with_phys_offset), and every flush
+    /// also goes through `shootdown` to the other CPUs: after the local
+    /// `invlpg` (or CR3 reload), [`TlbShootdown::flush_remote`] runs and
+    /// the flush returns only once it has. This is what makes
+    /// [`Arch::flush_tlb_page`]'s promise ("no CPU that may use the
+    /// address space still holds a translation") hold with several CPUs.
+    ///
+    /// Built with `--cfg mmu_notifier_broken="no-shootdown"` (a
+    /// deliberately broken test build) the remote part is skipped, so the
+    /// QEMU suite can show that a missing shootdown is caught.
+    pub const fn with_shootdown(phys_offset: u64, shootdown: &'static dyn TlbShootdown) -> Self {
+        Self {
+            phys_offset,
+            shootdown: Some(shootdown),
+        }
     }
 
     /// Where the direct map starts.
     pub const fn phys_offset(&self) -> u64 {
         self.phys_offset
+    }
+
+    /// The other CPUs' half of a flush, if this arch has one.
+    fn flush_remote(&self, va: Option<VirtAddr>) {
+        if cfg!(mmu_notifier_broken = "no-shootdown") {
+            return;
+        }
+        if let Some(shootdown) = self.shootdown {
+            shootdown.flush_remote(va);
+        }
     }
 }
 
@@ -185,8 +249,11 @@ fn leaf_with_prot_at(raw: u64, prot: Prot) -> u64 {
 //    each change the word with one locked instruction (xchg, cmpxchg,
 //    lock and), atomic with the walker's locked A/D updates;
 // 4. `flush_tlb_page` runs `invlpg`, which returns with the local TLB and
-//    paging-structure caches purged for that address; the type documents
-//    that the address space may be live on this CPU only.
+//    paging-structure caches purged for that address, then the kernel's
+//    `TlbShootdown` if it gave one, which returns once every other CPU
+//    that may run the address space has purged it too (its contract);
+//    without one, the type documents that the address space may be live
+//    on this CPU only.
 unsafe impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
 
@@ -316,26 +383,33 @@ unsafe impl Arch for X86_64 {
         PteFlags::from_bits_retain(old).contains(PteFlags::ACCESSED)
     }
 
-    /// `invlpg va` on the current CPU. For a 2 MiB leaf any address inside
+    /// `invlpg va` on the current CPU, then the same on every other CPU
+    /// through the [`TlbShootdown`], if the arch has one (see
+    /// [`X86_64::with_shootdown`]). For a 2 MiB leaf any address inside
     /// it purges the whole TLB entry; the paging-structure caches for `va`
     /// go too. Built with `--cfg mmu_notifier_broken="no-flush"` (a
-    /// deliberately broken test build) it does nothing, so the QEMU suite
-    /// can show that a missing flush is caught.
+    /// deliberately broken test build) it does nothing at all, so the QEMU
+    /// suite can show that a missing flush is caught.
     unsafe fn flush_tlb_page(&self, va: VirtAddr, _level: usize) {
         if cfg!(mmu_notifier_broken = "no-flush") {
             return;
         }
         // SAFETY: the caller runs in ring 0 (forwarded contract).
-        unsafe { instr::invlpg(va.0) }
+        unsafe { instr::invlpg(va.0) };
+        self.flush_remote(Some(va));
     }
 
     /// Reloads CR3 with its own value, purging every non-global TLB entry
     /// and the paging-structure caches of the current PCID. Global entries
     /// survive; this crate never sets [`PteFlags::GLOBAL`] on user
     /// mappings, so none of its translations do.
+    ///
+    /// With a [`TlbShootdown`], every other CPU that may run the address
+    /// space does the same before this returns.
     unsafe fn flush_tlb_all(&self) {
         // SAFETY: the caller runs in ring 0 (forwarded contract).
-        unsafe { instr::reload_cr3() }
+        unsafe { instr::reload_cr3() };
+        self.flush_remote(None);
     }
 
     /// Linux x86's choice: test and clear ACCESSED, **no flush**.

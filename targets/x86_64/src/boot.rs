@@ -12,7 +12,7 @@ use core::arch::global_asm;
 use core::cell::UnsafeCell;
 
 use crate::sync::BootCell;
-use crate::{exit, frames, interrupts, println, serial};
+use crate::{exit, frames, interrupts, percpu, println, serial};
 
 const STACK_SIZE: usize = 256 * 1024;
 
@@ -46,7 +46,8 @@ unsafe impl Sync for Stack {}
 static BOOT_STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
 /// The kernel's top-level table. Entry 0 is the only one ever used.
 pub(crate) static BOOT_PML4: HwTable = HwTable::zeroed();
-static BOOT_PDPT: HwTable = HwTable::zeroed();
+/// Its only PDPT (the identity map's first GiB; `apic` adds the fourth).
+pub(crate) static BOOT_PDPT: HwTable = HwTable::zeroed();
 /// 512 entries of 2 MiB: the first GiB.
 static BOOT_PD: HwTable = HwTable::zeroed();
 
@@ -184,6 +185,7 @@ fn fatal(msg: &str) -> ! {
 
 /// Called by the trampoline in long mode, on the boot stack.
 extern "C" fn rust_entry(start_info_pa: u32) -> ! {
+    percpu::init_this_cpu(0);
     serial::init();
     interrupts::init();
 

@@ -54,3 +54,89 @@ pub(crate) unsafe fn write_cr3(val: u64) {
     // No `nomem`: page-table stores before this must not be moved after it.
     unsafe { asm!("mov cr3, {}", in(reg) val, options(nostack, preserves_flags)) }
 }
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The MSR must exist and the value must not break what the kernel relies
+/// on (paging, the GS base it addresses per-CPU data with).
+pub(crate) unsafe fn wrmsr(msr: u32, val: u64) {
+    // SAFETY: the caller vouches for the register and the value.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") val as u32, in("edx") (val >> 32) as u32, options(nostack, preserves_flags))
+    }
+}
+
+/// Reads a model-specific register.
+///
+/// # Safety
+/// The MSR must exist (or the read raises #GP).
+pub(crate) unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller vouches for the register; reading has no effect.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// The time-stamp counter.
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: `rdtsc` only reads the counter (CR4.TSD is clear: ring 0 anyway).
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Enables maskable interrupts on this CPU.
+///
+/// # Safety
+/// Every vector that can arrive has a gate (the IDT is loaded), and no
+/// legacy interrupt source is unmasked.
+pub(crate) unsafe fn sti() {
+    // SAFETY: the caller guarantees every arriving interrupt is handled.
+    // No `nomem`: memory accesses must not move across it.
+    unsafe { asm!("sti", options(nostack)) }
+}
+
+/// Waits for an interrupt unless `ready()` holds: checks with interrupts
+/// off, then enables them and halts in one step (`sti` delays interrupts
+/// by one instruction, so none can slip in between the check and `hlt`).
+/// Interrupts are enabled afterwards. Under TCG a halted vCPU sleeps, which
+/// leaves the host's cores to the vCPUs that work.
+///
+/// # Safety
+/// As [`sti`]; and something must send this CPU an interrupt once
+/// `ready()` may have become true.
+pub(crate) unsafe fn halt_until(ready: impl Fn() -> bool) {
+    // SAFETY: only masks interrupts.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+    if ready() {
+        // SAFETY: the caller's contract (as `sti`).
+        unsafe { asm!("sti", options(nomem, nostack)) };
+    } else {
+        // SAFETY: the caller's contract; `hlt` returns at the next interrupt.
+        unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Whether maskable interrupts are enabled on this CPU.
+pub(crate) fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reads RFLAGS only.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+/// Runs `f` with maskable interrupts disabled on this CPU, restoring the
+/// previous state afterwards.
+pub(crate) fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let flags: u64;
+    // SAFETY: saving RFLAGS and clearing IF only delays interrupts.
+    unsafe { asm!("pushfq", "pop {}", "cli", out(reg) flags, options(preserves_flags)) };
+    let r = f();
+    if flags & (1 << 9) != 0 {
+        // SAFETY: interrupts were enabled before: the caller's context
+        // handles them.
+        unsafe { asm!("sti", options(nostack)) };
+    }
+    r
+}

@@ -5,20 +5,25 @@
 //! and disarms. The exception handler checks the faulting RIP against the
 //! record: a match is a probed fault (recorded, resumed at the fix-up label
 //! after the access); anything else is a kernel bug and ends the run with a
-//! diagnostic. Owns the IDT and vectors 0..=31; no hardware interrupts are
-//! enabled.
+//! diagnostic. Owns the IDT, vectors 0..=31, and the gates of the two
+//! interrupts the harness uses once several CPUs run (see `smp`): the TLB
+//! shootdown IPI and the APIC's spurious vector. No device interrupt is
+//! ever enabled.
 //!
-//! The probe record is global: probes are for the boot CPU. Secondary CPUs
-//! will need their own record (indexed by CPU) before they may probe.
+//! The probe record is per CPU (in the CPU's `percpu` slot, addressed
+//! through GS), so every CPU may probe, concurrently.
 
 use core::arch::{asm, global_asm};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use core::mem::offset_of;
+use core::sync::atomic::Ordering::SeqCst;
 
+use crate::apic::{self, VECTOR_SHOOTDOWN, VECTOR_SPURIOUS, VECTOR_WAKE};
 use crate::cpu::read_cr2;
 use crate::paging::TEST_WINDOW;
+use crate::percpu::{self, PerCpu};
 use crate::sync::BootCell;
-use crate::{exit, ktest, serial};
+use crate::{exit, ktest, serial, smp};
 
 const VECTOR_GP: u64 = 13;
 const VECTOR_PF: u64 = 14;
@@ -149,6 +154,12 @@ __harness_isr_\vec:
     HARNESS_ISR 29, 1
     HARNESS_ISR 30, 1
     HARNESS_ISR 31, 0
+    .global __harness_isr_240
+    HARNESS_ISR 240, 0
+    .global __harness_isr_241
+    HARNESS_ISR 241, 0
+    .global __harness_isr_255
+    HARNESS_ISR 255, 0
 
 __harness_isr_common:
     push %rax
@@ -255,36 +266,47 @@ pub(crate) fn init() {
     for (gate, &stub) in idt.0.iter_mut().zip(stubs.iter()) {
         *gate = Gate::interrupt(stub);
     }
+    unsafe extern "C" {
+        fn __harness_isr_240();
+        fn __harness_isr_241();
+        fn __harness_isr_255();
+    }
+    idt.0[VECTOR_SHOOTDOWN as usize] = Gate::interrupt(__harness_isr_240 as *const () as u64);
+    idt.0[VECTOR_WAKE as usize] = Gate::interrupt(__harness_isr_241 as *const () as u64);
+    idt.0[VECTOR_SPURIOUS as usize] = Gate::interrupt(__harness_isr_255 as *const () as u64);
     // SAFETY: called once from `rust_entry`, alone on the boot CPU, before
     // anything reads the IDT.
     unsafe { IDT.set(idt) };
+    load_idt();
+}
+
+/// Loads the IDT on this CPU (the boot CPU in `init`, each secondary CPU
+/// in its entry). The table is shared: it never changes after `init`.
+pub(crate) fn load_idt() {
     let ptr = DescriptorPointer { limit: (size_of::<Idt>() - 1) as u16, base: IDT.as_ptr() as u64 };
     // SAFETY: the IDT is a static (lives forever) of valid gates whose stubs
     // follow the frame layout `handle_exception` expects.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
 }
 
-/// The armed probe: the RIP of the one instruction allowed to fault (0 =
-/// disarmed) and where to resume if it does.
-static PROBE_IP: AtomicU64 = AtomicU64::new(0);
-static PROBE_FIXUP: AtomicU64 = AtomicU64::new(0);
-static PROBE_VA: AtomicU64 = AtomicU64::new(0);
-static FAULTED: AtomicBool = AtomicBool::new(false);
-static FAULT_VECTOR: AtomicU64 = AtomicU64::new(0);
-static FAULT_ADDR: AtomicU64 = AtomicU64::new(0);
-static FAULT_CODE: AtomicU64 = AtomicU64::new(0);
-
 extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
+    match frame.vector {
+        VECTOR_SHOOTDOWN => return smp::handle_shootdown_ipi(),
+        VECTOR_WAKE => return apic::eoi(),
+        VECTOR_SPURIOUS => return,
+        _ => {}
+    }
     let cr2 = if frame.vector == VECTOR_PF { read_cr2() } else { 0 };
-    let armed = PROBE_IP.load(SeqCst);
+    let me = percpu::this();
+    let armed = me.probe_ip.load(SeqCst);
     if armed != 0 && frame.rip == armed && (frame.vector == VECTOR_PF || frame.vector == VECTOR_GP) {
-        let addr = if frame.vector == VECTOR_PF { cr2 } else { PROBE_VA.load(SeqCst) };
-        FAULT_VECTOR.store(frame.vector, SeqCst);
-        FAULT_ADDR.store(addr, SeqCst);
-        FAULT_CODE.store(frame.error_code, SeqCst);
-        FAULTED.store(true, SeqCst);
-        PROBE_IP.store(0, SeqCst);
-        frame.rip = PROBE_FIXUP.load(SeqCst);
+        let addr = if frame.vector == VECTOR_PF { cr2 } else { me.probe_va.load(SeqCst) };
+        me.fault_vector.store(frame.vector, SeqCst);
+        me.fault_addr.store(addr, SeqCst);
+        me.fault_code.store(frame.error_code, SeqCst);
+        me.faulted.store(true, SeqCst);
+        me.probe_ip.store(0, SeqCst);
+        frame.rip = me.probe_fixup.load(SeqCst);
         return;
     }
 
@@ -292,14 +314,15 @@ extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
     // held by the code that faulted.
     let f = &*frame;
     let what = vector_name(f.vector);
+    let cpu = percpu::cpu_id();
     if let Some(name) = ktest::current_case() {
         serial::emergency_print(format_args!(
-            "\nFAIL {name}: unexpected {what} at rip {:#x} (error code {:#x}, cr2 {cr2:#x})\n",
+            "\nFAIL {name}: unexpected {what} on CPU {cpu} at rip {:#x} (error code {:#x}, cr2 {cr2:#x})\n",
             f.rip, f.error_code
         ));
     }
     serial::emergency_print(format_args!(
-        "\nunexpected exception {what} (vector {}), error code {:#x}, cr2 {cr2:#x}\n\
+        "\nunexpected exception {what} (vector {}) on CPU {cpu}, error code {:#x}, cr2 {cr2:#x}\n\
          rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}\n\
          rax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\n\
          rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}\n\
@@ -312,11 +335,12 @@ extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
 }
 
 fn probe_result(va: u64) -> Result<(), Fault> {
-    if FAULTED.swap(false, SeqCst) {
+    let me = percpu::this();
+    if me.faulted.swap(false, SeqCst) {
         let fault = Fault {
-            vector: FAULT_VECTOR.load(SeqCst) as u8,
-            addr: FAULT_ADDR.load(SeqCst),
-            code: FAULT_CODE.load(SeqCst),
+            vector: me.fault_vector.load(SeqCst) as u8,
+            addr: me.fault_addr.load(SeqCst),
+            code: me.fault_code.load(SeqCst),
         };
         debug_assert!(fault.vector != VECTOR_PF as u8 || fault.addr == va);
         Err(fault)
@@ -332,8 +356,9 @@ fn probe_result(va: u64) -> Result<(), Fault> {
 /// # Errors
 /// The fault the read took.
 pub fn probe_read(va: u64) -> Result<u64, Fault> {
-    PROBE_VA.store(va, SeqCst);
-    FAULTED.store(false, SeqCst);
+    let me = percpu::this();
+    me.probe_va.store(va, SeqCst);
+    me.faulted.store(false, SeqCst);
     let val: u64;
     // SAFETY: the only instruction that touches `va` is the one at label 2,
     // which the exception handler recognises and resumes past (label 3). A
@@ -343,18 +368,18 @@ pub fn probe_read(va: u64) -> Result<u64, Fault> {
     unsafe {
         asm!(
             "lea {tmp}, [rip + 3f]",
-            "mov qword ptr [rip + {fixup}], {tmp}",
+            "mov qword ptr gs:[{fixup}], {tmp}",
             "lea {tmp}, [rip + 2f]",
-            "mov qword ptr [rip + {ip}], {tmp}",
+            "mov qword ptr gs:[{ip}], {tmp}",
             "2:",
             "mov {val}, qword ptr [{va}]",
             "3:",
-            "mov qword ptr [rip + {ip}], 0",
+            "mov qword ptr gs:[{ip}], 0",
             va = in(reg) va,
             val = out(reg) val,
             tmp = out(reg) _,
-            fixup = sym PROBE_FIXUP,
-            ip = sym PROBE_IP,
+            fixup = const offset_of!(PerCpu, probe_fixup),
+            ip = const offset_of!(PerCpu, probe_ip),
             options(nostack, preserves_flags),
         );
     }
@@ -373,8 +398,9 @@ pub fn probe_read(va: u64) -> Result<u64, Fault> {
 /// The fault the write took.
 pub fn probe_write(va: u64, val: u64) -> Result<(), Fault> {
     assert!(va >= TEST_WINDOW, "probe_write({va:#x}) outside the test window");
-    PROBE_VA.store(va, SeqCst);
-    FAULTED.store(false, SeqCst);
+    let me = percpu::this();
+    me.probe_va.store(va, SeqCst);
+    me.faulted.store(false, SeqCst);
     // SAFETY: as in `probe_read`, only the instruction at label 2 may fault
     // and the handler resumes at label 3. The write lands in the test window,
     // whose mappings must not alias Rust-owned memory (the contract of
@@ -382,18 +408,18 @@ pub fn probe_write(va: u64, val: u64) -> Result<(), Fault> {
     unsafe {
         asm!(
             "lea {tmp}, [rip + 3f]",
-            "mov qword ptr [rip + {fixup}], {tmp}",
+            "mov qword ptr gs:[{fixup}], {tmp}",
             "lea {tmp}, [rip + 2f]",
-            "mov qword ptr [rip + {ip}], {tmp}",
+            "mov qword ptr gs:[{ip}], {tmp}",
             "2:",
             "mov qword ptr [{va}], {val}",
             "3:",
-            "mov qword ptr [rip + {ip}], 0",
+            "mov qword ptr gs:[{ip}], 0",
             va = in(reg) va,
             val = in(reg) val,
             tmp = out(reg) _,
-            fixup = sym PROBE_FIXUP,
-            ip = sym PROBE_IP,
+            fixup = const offset_of!(PerCpu, probe_fixup),
+            ip = const offset_of!(PerCpu, probe_ip),
             options(nostack, preserves_flags),
         );
     }

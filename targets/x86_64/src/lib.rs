@@ -37,11 +37,18 @@
 //! }
 //! ```
 //!
-//! The kernel runs on the boot CPU only, with interrupts disabled; the only
-//! events are CPU exceptions.
+//! A kernel runs on the boot CPU only, with interrupts disabled (the only
+//! events are CPU exceptions), unless it calls [`smp::start`]: that brings
+//! up the other CPUs QEMU was given (`-smp N`, passed as `smp=N` on the
+//! command line), enables interrupts on every CPU (IPIs only), and lets
+//! [`smp::on_all_cpus`] run work on all of them. Probes and address-space
+//! switching work on every CPU (their state is per CPU), and
+//! [`machine::KernelMachine`]'s arch shoots TLB entries down on every CPU
+//! that runs a test address space ([`smp::SHOOTDOWN`]).
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
+mod apic;
 mod boot;
 mod cpu;
 mod exit;
@@ -50,10 +57,15 @@ mod interrupts;
 mod ktest;
 pub mod machine;
 mod paging;
+mod percpu;
 pub mod serial;
+pub mod smp;
 mod sync;
 
+pub use apic::tsc_per_ms;
 pub use boot::{accel, cmdline, cmdline_option, filter, Accel};
+pub use cpu::rdtsc;
+pub use percpu::{cpu_id, MAX_CPUS};
 pub use exit::{exit_failure, exit_success, EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS};
 pub use frames::{alloc_frame, alloc_frames_aligned, frames_in_use, free_frame, FRAME_SIZE};
 pub use interrupts::{probe_read, probe_write, Fault, PF_INSTR, PF_PRESENT, PF_RESERVED, PF_USER, PF_WRITE};

@@ -26,6 +26,7 @@ use mmu_notifier_x86::X86_64;
 
 use crate::frames::{alloc_frame, alloc_frames_aligned, free_frame, FRAME_SIZE};
 use crate::interrupts::{probe_read, probe_write, Fault, PF_PRESENT, PF_WRITE};
+use crate::smp::SHOOTDOWN;
 use crate::paging::{activate_view, deactivate, kernel_root, current_root, refresh_view, viewed_root, TEST_WINDOW};
 
 /// Page-fault vector.
@@ -70,7 +71,10 @@ unsafe impl FrameAllocator for KernelFrames {
     }
 }
 
-/// The real machine, for the conformance suite: boot CPU only.
+/// The real machine, for the conformance suite. Any CPU may use it: probes
+/// and views are per CPU, and the arch's flushes reach every other CPU that
+/// runs a test address space (through [`SHOOTDOWN`]; a no-op while only
+/// the boot CPU runs).
 #[derive(Debug)]
 pub struct KernelMachine {
     arch: X86_64,
@@ -80,7 +84,7 @@ pub struct KernelMachine {
 impl KernelMachine {
     /// The machine: tables in the identity map, the harness's frames.
     pub const fn new() -> Self {
-        Self { arch: X86_64::identity(), frames: KernelFrames }
+        Self { arch: X86_64::with_shootdown(0, &SHOOTDOWN), frames: KernelFrames }
     }
 }
 

@@ -8,11 +8,12 @@
 
 use core::arch::asm;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::boot::{HwTable, BOOT_PML4, IDENTITY_MAP_END};
 use crate::cpu::{read_cr3, write_cr3};
 use crate::frames::{alloc_frame, free_frame, FRAME_SIZE};
+use crate::percpu::{self, MAX_CPUS};
 
 /// First address of the test window: PML4 entry 1. Tests own everything
 /// from here to [`TEST_WINDOW_END`]; the harness maps nothing there.
@@ -77,23 +78,34 @@ pub unsafe fn activate(root_pa: u64) {
     let kernel_entry = unsafe { (kernel_root() as *const u64).read_volatile() };
     // SAFETY: the caller gives us the table (aligned, identity-mapped).
     unsafe { (root_pa as *mut u64).write_volatile(kernel_entry) };
+    // Published before the CR3 load (a shootdown that misses it happened
+    // before it, and this CPU then walks the changed entries).
+    let active = if root_pa == kernel_root() { 0 } else { root_pa };
+    percpu::this().active_root.store(active, Ordering::SeqCst);
     // SAFETY: entry 0 now maps the kernel exactly as before; the rest is the
     // caller's contract.
     unsafe { write_cr3(root_pa) };
 }
 
-/// Switches back to the kernel's own address space (flushing the TLB), after
-/// which the test's tables may be freed.
+/// Switches back to the kernel's own address space (flushing this CPU's
+/// TLB), after which the test's tables may be freed as far as this CPU is
+/// concerned.
 pub fn deactivate() {
     // SAFETY: the kernel root maps the kernel and nothing else.
     unsafe { write_cr3(kernel_root()) };
+    // After the CR3 load: until then this CPU may hold test translations.
+    percpu::this().active_root.store(0, Ordering::SeqCst);
 }
 
-/// The top-level table the CPU walks while it runs on a *view* of a tree
-/// the harness does not own (see [`activate_view`]).
-static VIEW_PML4: HwTable = HwTable::zeroed();
-/// Root of the tree the view follows (0: none yet).
-static VIEW_SOURCE: AtomicU64 = AtomicU64::new(0);
+/// The top-level table each CPU walks while it runs on a *view* of a tree
+/// the harness does not own (see [`activate_view`]): one per CPU, so that
+/// several CPUs may run (views of) the same tree.
+static VIEW_PML4: [HwTable; MAX_CPUS] = [const { HwTable::zeroed() }; MAX_CPUS];
+
+/// This CPU's view table.
+fn my_view() -> u64 {
+    VIEW_PML4[percpu::cpu_id()].addr()
+}
 
 /// Switches to the address space rooted at `root_pa` without writing to
 /// that tree: the CPU runs on a harness-owned top-level table whose entry 0
@@ -115,12 +127,12 @@ static VIEW_SOURCE: AtomicU64 = AtomicU64::new(0);
 /// freed while the view is active (switch away with [`deactivate`] first).
 pub unsafe fn activate_view(root_pa: u64) {
     assert!(root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END, "activate_view({root_pa:#x}): bad root");
-    let view = VIEW_PML4.addr();
+    let view = my_view();
     if current_root() == view {
         // Never rewrite the table the CPU is walking: switch away first.
         deactivate();
     }
-    VIEW_SOURCE.store(root_pa, Ordering::SeqCst);
+    percpu::this().view_source.store(root_pa, Ordering::SeqCst);
     for i in 1..512 {
         // SAFETY: both are top-level tables (the caller's, and our static,
         // which the CPU is not using now); volatile since the CPU may set A
@@ -142,7 +154,7 @@ pub unsafe fn activate_view(root_pa: u64) {
 /// The lower levels need no refresh: they are the tree's own tables.
 pub fn refresh_view() -> bool {
     let Some(source) = viewed_root() else { return false };
-    let view = VIEW_PML4.addr();
+    let view = my_view();
     let (mut changed, mut flush) = (false, false);
     for i in 1..512 {
         // SAFETY: the view is active, so its tree is live (contract of
@@ -163,11 +175,11 @@ pub fn refresh_view() -> bool {
     changed
 }
 
-/// The root of the tree the CPU runs on through a view ([`activate_view`]),
+/// The root of the tree this CPU runs on through a view ([`activate_view`]),
 /// or `None` if it runs on anything else.
 pub fn viewed_root() -> Option<u64> {
-    let source = VIEW_SOURCE.load(Ordering::SeqCst);
-    (source != 0 && current_root() == VIEW_PML4.addr()).then_some(source)
+    let source = percpu::this().view_source.load(Ordering::SeqCst);
+    (source != 0 && current_root() == my_view()).then_some(source)
 }
 
 /// Drops the current CPU's cached translation of the page containing `va`.

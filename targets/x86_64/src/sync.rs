@@ -1,7 +1,8 @@
 //! The one lock the harness uses: a spin lock.
 //!
-//! There is one CPU and no interrupts today, but tests will bring up more
-//! CPUs, so shared state goes behind a lock from the start.
+//! Several CPUs may run (see `smp`), with interrupts enabled once they do;
+//! no interrupt handler takes a lock, so holding one with interrupts on is
+//! safe, and a CPU spinning on one still answers TLB shootdowns.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};

@@ -8,11 +8,16 @@
 //!
 //! The test kernels are `selftest` (the harness's own checks: faults, A/D
 //! bits, the TLB) and `conformance` (the shared suite of
-//! `tests/conformance` on the real MMU); `--demo` boots `demo` instead.
+//! `tests/conformance` on the real MMU), and with `--smp N` (N > 1) also
+//! `smp` (secondary CPUs, TLB shootdown, notifiers under concurrency);
+//! `--demo` boots `demo` instead. Every kernel gets `smp=N` on its command
+//! line (QEMU's `-smp`), so the harness knows how many CPUs to wake.
 //! `--broken <variant>` builds them with `--cfg mmu_notifier_broken=...`
 //! into `targets/x86_64/target/broken-<variant>`; that run must then fail
 //! (under TCG: KVM here does not keep the stale TLB entries a missing
-//! `invlpg` leaves, so `no-flush` goes unnoticed there).
+//! `invlpg` leaves, so `no-flush` goes unnoticed there; `no-shootdown` and
+//! `no-grace` are caught only by the `smp` kernel, so only with `--smp 2`
+//! or more).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -25,12 +30,17 @@ use super::{parse_summary, QemuOpts, Summary};
 /// The test kernels, booted in this order: binaries in
 /// `targets/x86_64/src/bin/`.
 const TEST_KERNELS: &[&str] = &["selftest", "conformance"];
+/// Booted after the test kernels when the machine has more than one CPU.
+const SMP_KERNELS: &[&str] = &["smp"];
 /// What `--demo` boots instead of the test kernels.
 const DEMO_KERNELS: &[&str] = &["demo"];
 /// `--broken` values: each builds the kernels with
 /// `--cfg mmu_notifier_broken="<value>"`, to which the core (`no-notify`:
-/// no notifier step) and the x86 arch crate (`no-flush`: no `invlpg`) react.
-const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify"];
+/// no notifier step; `no-grace`: `unregister` does not wait for callbacks)
+/// and the x86 arch crate (`no-flush`: no `invlpg`; `no-shootdown`: no
+/// flush on the other CPUs) react. `no-shootdown` and `no-grace` are caught
+/// by the `smp` kernel only, so only with `--smp 2` or more.
+const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify", "no-shootdown", "no-grace"];
 
 /// QEMU's exit status when the kernel reports success (`harness::exit_success`,
 /// `isa-debug-exit` value 16, `(16 << 1) | 1`).
@@ -43,6 +53,10 @@ const EXIT_FAILURE: i32 = 35;
 /// virtualization and much slower.
 const TIMEOUT_TCG: Duration = Duration::from_secs(60);
 const TIMEOUT_KVM: Duration = Duration::from_secs(300);
+/// Added to the limit of the `smp` kernel per CPU: its vCPUs spin on each
+/// other, and with more vCPUs than host cores each handshake waits for the
+/// host to schedule them (about 45 s for `-smp 4` on 2 cores).
+const TIMEOUT_SMP_PER_CPU: Duration = Duration::from_secs(45);
 
 /// qboot boots PVH kernels much faster than SeaBIOS (seconds under a slow
 /// KVM); used where installed (Debian's qemu-system-data ships it).
@@ -95,10 +109,12 @@ impl Accel {
 /// failure is an error.
 pub fn run(opts: &QemuOpts) -> Result<Summary, String> {
     let dir = opts.root.join("targets").join("x86_64");
-    let kernels = if opts.demo {
-        DEMO_KERNELS
+    let kernels: Vec<&str> = if opts.demo {
+        DEMO_KERNELS.to_vec()
+    } else if opts.smp > 1 {
+        TEST_KERNELS.iter().chain(SMP_KERNELS).copied().collect()
     } else {
-        TEST_KERNELS
+        TEST_KERNELS.to_vec()
     };
     let broken = match opts.broken.as_deref() {
         None => None,
@@ -116,11 +132,11 @@ pub fn run(opts: &QemuOpts) -> Result<Summary, String> {
         None => dir.join("target"),
         Some(b) => dir.join("target").join(format!("broken-{b}")),
     };
-    build(&dir, &target_dir, kernels, broken)?;
+    build(&dir, &target_dir, &kernels, broken)?;
 
     let accel = Accel::choose(opts.kvm);
     let mut total = Summary::default();
-    for kernel in kernels {
+    for kernel in &kernels {
         let elf = target_dir.join(TARGET).join("release").join(kernel);
         total.add(boot(kernel, &elf, opts, accel)?);
     }
@@ -181,7 +197,7 @@ fn build(
 
 /// The kernel command line: the test-name filter, then `key=value` options.
 fn cmdline(opts: &QemuOpts, accel: Accel) -> String {
-    let accel = format!("accel={}", accel.name());
+    let accel = format!("accel={} smp={}", accel.name(), opts.smp);
     match &opts.filter {
         Some(filter) => format!("{filter} {accel}"),
         None => accel,
@@ -254,11 +270,14 @@ fn boot(kernel: &str, elf: &Path, opts: &QemuOpts, accel: Accel) -> Result<Summa
         text
     });
 
-    let limit = if accel == Accel::Kvm {
+    let mut limit = if accel == Accel::Kvm {
         TIMEOUT_KVM
     } else {
         TIMEOUT_TCG
     };
+    if SMP_KERNELS.contains(&kernel) {
+        limit += TIMEOUT_SMP_PER_CPU * opts.smp;
+    }
     let status = wait_with_deadline(&mut child, limit)?;
     let output = console.join().unwrap_or_default();
     let qemu_errors = errors.join().unwrap_or_default();
