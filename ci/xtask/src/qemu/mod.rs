@@ -51,6 +51,9 @@ pub fn parse_summary(output: &str) -> Option<Summary> {
         let (p, f) = line.split_once(" passed, ")?;
         let f = f.strip_suffix(" failed")?;
         let p = p.rsplit(' ').next()?;
-        Some(Summary { passed: p.parse().ok()?, failed: f.parse().ok()? })
+        Some(Summary {
+            passed: p.parse().ok()?,
+            failed: f.parse().ok()?,
+        })
     })
 }
