@@ -643,7 +643,7 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         self.on_leaf(va, |slot| {
             // SAFETY: `on_leaf` gives a valid leaf of this tree under the lock.
             let young = unsafe { self.arch.ptep_test_and_clear_young(slot) };
-            let span = crate::pgtable::leaf_range::<A>(slot);
+            let span = crate::pgtable::leaf_range::<A>(slot.va(), slot.level());
             young | (crate::pgtable::NOTIFY && span.is_some_and(|r| self.notifiers.clear_young(r)))
         })
     }

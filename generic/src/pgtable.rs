@@ -10,7 +10,7 @@
 //! Order, as in Linux: clear the entry, purge the CPU TLBs, tell the
 //! secondary MMUs, and only then hand the frame back.
 
-use crate::addr::{PageRange, PhysAddr};
+use crate::addr::{PageRange, PhysAddr, VirtAddr};
 use crate::arch::{Arch, Entry, Flushed, Leaf, PteSlot};
 use crate::notifier::NotifierHead;
 
@@ -56,6 +56,7 @@ impl Reusable {
 /// # Safety
 /// As [`Arch::ptep_get_and_clear`]; `head` is the notifier head of the
 /// address space the slot belongs to.
+#[inline]
 pub unsafe fn ptep_clear_flush_notify<A: Arch>(
     arch: &A,
     head: &NotifierHead,
@@ -65,7 +66,7 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
     let flushed = unsafe { arch.ptep_clear_flush(slot) };
     // The idle cost: one load and one branch.
     if NOTIFY && head.has_notifiers() {
-        notify_cleared::<A>(head, slot);
+        notify_cleared::<A>(head, slot.va(), slot.level());
     }
     match A::decode(slot.level(), flushed.old()) {
         Entry::Leaf(leaf) => Some(Reusable::new(leaf)),
@@ -77,13 +78,13 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
 /// idle path stays one load and one branch.
 #[cold]
 #[inline(never)]
-fn notify_cleared<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) {
-    let span = leaf_range::<A>(slot);
+fn notify_cleared<A: Arch>(head: &NotifierHead, va: VirtAddr, level: usize) {
+    let span = leaf_range::<A>(va, level);
     if let Some(span) = span {
         head.invalidate_secondary_tlbs(span);
     }
-    head.invalidate_page(slot.va());
-    if slot.level() + 1 < A::LEVELS.len() {
+    head.invalidate_page(va);
+    if level + 1 < A::LEVELS.len() {
         // A huge leaf: the seed's per-address call would leave the rest of
         // the span cached in a secondary MMU that maps at base-page size.
         if let Some(span) = span {
@@ -100,6 +101,7 @@ fn notify_cleared<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) {
 /// # Safety
 /// As [`Arch::ptep_modify`]; `head` is the notifier head of the address
 /// space the slot belongs to.
+#[inline]
 pub unsafe fn ptep_modify_flush_notify<A: Arch>(
     arch: &A,
     head: &NotifierHead,
@@ -109,15 +111,15 @@ pub unsafe fn ptep_modify_flush_notify<A: Arch>(
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_modify(slot, new) }.flush();
     if NOTIFY && head.has_notifiers() {
-        notify_modified::<A>(head, slot);
+        notify_modified::<A>(head, slot.va(), slot.level());
     }
     flushed
 }
 
 #[cold]
 #[inline(never)]
-fn notify_modified<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) {
-    if let Some(span) = leaf_range::<A>(slot) {
+fn notify_modified<A: Arch>(head: &NotifierHead, va: VirtAddr, level: usize) {
+    if let Some(span) = leaf_range::<A>(va, level) {
         head.invalidate_secondary_tlbs(span);
     }
 }
@@ -131,6 +133,7 @@ fn notify_modified<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) {
 /// # Safety
 /// As [`Arch::ptep_test_and_clear_young`]; `head` is the notifier head of
 /// the address space the slot belongs to.
+#[inline(always)]
 pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(
     arch: &A,
     head: &NotifierHead,
@@ -138,20 +141,25 @@ pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(
 ) -> bool {
     // SAFETY: forwarded contract.
     let young = unsafe { arch.ptep_clear_flush_young(slot) };
-    // Not short-circuited: every secondary MMU must clear its state too.
-    young | (NOTIFY && head.has_notifiers() && age_notifiers::<A>(head, slot))
+    if NOTIFY && head.has_notifiers() {
+        // Not short-circuited on `young`: every secondary MMU must clear
+        // its state too.
+        age_notifiers::<A>(head, slot.va(), slot.level()) | young
+    } else {
+        young
+    }
 }
 
 #[cold]
 #[inline(never)]
-fn age_notifiers<A: Arch>(head: &NotifierHead, slot: &PteSlot<'_>) -> bool {
-    leaf_range::<A>(slot).is_some_and(|span| head.clear_flush_young(span))
+fn age_notifiers<A: Arch>(head: &NotifierHead, va: VirtAddr, level: usize) -> bool {
+    leaf_range::<A>(va, level).is_some_and(|span| head.clear_flush_young(span))
 }
 
 /// The addresses a leaf at `slot` translates.
-pub(crate) fn leaf_range<A: Arch>(slot: &PteSlot<'_>) -> Option<PageRange> {
-    let span = A::LEVELS[slot.level()].entry_span();
-    PageRange::new(slot.va(), slot.va().checked_add(span)?, A::PAGE_SIZE).ok()
+pub(crate) fn leaf_range<A: Arch>(va: VirtAddr, level: usize) -> Option<PageRange> {
+    let span = A::LEVELS[level].entry_span();
+    PageRange::new(va, va.checked_add(span)?, A::PAGE_SIZE).ok()
 }
 
 /// Whether the notifier step runs. Only deliberately broken test builds
