@@ -12,7 +12,7 @@
 
 use crate::addr::{PageRange, PhysAddr, VirtAddr};
 use crate::arch::{Arch, Entry, Flushed, Leaf, PteSlot};
-use crate::notifier::NotifierHead;
+use crate::notifier::{Callbacks, NotifierHead};
 
 /// A frame that no CPU and no secondary MMU translates to any more, through
 /// the mapping that was just removed: the caller may free or reuse it (if
@@ -64,8 +64,9 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
 ) -> Option<Reusable> {
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_clear_flush(slot) };
-    // The idle cost: one load and one branch.
-    if NOTIFY && head.has_notifiers() {
+    // The idle cost: one load and one branch. Range-only notifiers were
+    // told at the range's start: nothing to do per page for them.
+    if NOTIFY && head.wants(PER_PAGE) {
         notify_cleared::<A>(head, slot.va(), slot.level());
     }
     match A::decode(slot.level(), flushed.old()) {
@@ -73,6 +74,9 @@ pub unsafe fn ptep_clear_flush_notify<A: Arch>(
         _ => None,
     }
 }
+
+/// The callbacks a cleared page is reported to.
+const PER_PAGE: Callbacks = Callbacks::INVALIDATE_PAGE.union(Callbacks::SECONDARY_TLB);
 
 /// The notifier step of [`ptep_clear_flush_notify`], out of line so the
 /// idle path stays one load and one branch.
@@ -110,7 +114,7 @@ pub unsafe fn ptep_modify_flush_notify<A: Arch>(
 ) -> Flushed {
     // SAFETY: forwarded contract.
     let flushed = unsafe { arch.ptep_modify(slot, new) }.flush();
-    if NOTIFY && head.has_notifiers() {
+    if NOTIFY && head.wants(Callbacks::SECONDARY_TLB) {
         notify_modified::<A>(head, slot.va(), slot.level());
     }
     flushed
@@ -141,7 +145,7 @@ pub unsafe fn ptep_clear_flush_young_notify<A: Arch>(
 ) -> bool {
     // SAFETY: forwarded contract.
     let young = unsafe { arch.ptep_clear_flush_young(slot) };
-    if NOTIFY && head.has_notifiers() {
+    if NOTIFY && head.wants(Callbacks::AGE) {
         // Not short-circuited on `young`: every secondary MMU must clear
         // its state too.
         age_notifiers::<A>(head, slot.va(), slot.level()) | young

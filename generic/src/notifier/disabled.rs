@@ -68,6 +68,12 @@ impl NotifierHead {
     pub fn has_notifiers(&self) -> bool {
         false
     }
+    /// Always `false`.
+    #[inline(always)]
+    pub fn wants(&self, callbacks: super::Callbacks) -> bool {
+        let _ = callbacks;
+        false
+    }
     /// Always `false`: release is not tracked without notifiers.
     pub fn is_released(&self) -> bool {
         false

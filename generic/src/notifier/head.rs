@@ -290,9 +290,11 @@ impl NotifierHead {
         }
     }
 
-    /// Whether a registered notifier implements any of `callbacks`.
+    /// Whether a registered notifier implements any of `callbacks`: one
+    /// relaxed load and a test, for callers that have per-page work to
+    /// skip when nobody listens to it.
     #[inline(always)]
-    fn wants(&self, callbacks: Callbacks) -> bool {
+    pub fn wants(&self, callbacks: Callbacks) -> bool {
         self.interest.load(Relaxed) & callbacks.bits() as usize != 0
     }
 
