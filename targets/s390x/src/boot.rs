@@ -87,7 +87,18 @@ macro_rules! entry {
     };
 }
 
+extern "C" {
+    /// Top of CPU 0's fatal-path stack (in the stub's .bss above).
+    static __harness_fatal_stack_top: u8;
+}
+
 extern "C" fn boot() -> ! {
+    // SAFETY: CPU 0's own lowcore software fields (see `lowcore`): its index
+    // and the stack the program-check handler's fatal path switches to.
+    unsafe {
+        lowcore::write_u64(lowcore::CPU_INDEX, 0);
+        lowcore::write_u64(lowcore::FATAL_STACK_TOP, core::ptr::addr_of!(__harness_fatal_stack_top) as u64);
+    }
     install_new_psws();
     crate::skey::enable_tracking();
     crate::dat::init();

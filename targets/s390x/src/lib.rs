@@ -9,8 +9,8 @@
 //!
 //! | range | what |
 //! |-------|------|
-//! | `0..0x2000` | lowcore (CPU 0); `0x200..0x300` belongs to the program-check handler |
-//! | `0x10000..16 MiB` | the kernel image: `_start`, command line at `0x10480`, text, data, bss, stacks |
+//! | `0..0x2000` | lowcore (CPU 0); `0x200..0x300` belongs to the program-check handler, `0x300..0x340` to [`smp`] |
+//! | `0x10000..16 MiB` | the kernel image: `_start`, command line at `0x10480`, text, data, bss, stacks, the secondary CPUs' prefix areas |
 //! | `16 MiB..128 MiB` | the frame pool ([`alloc_frame`], [`alloc_aligned`]) |
 //! | `TEST_WINDOW` = `1 << 53` and up | region-first entries 1..2047: the tests' own tables |
 //!
@@ -42,6 +42,7 @@
 compile_error!("mmu-notifier-kernel-s390x is an s390x kernel: build it from targets/s390x (its .cargo/config.toml selects the target)");
 
 pub mod boot;
+pub mod clock;
 pub mod console;
 pub mod dat;
 pub mod frame;
@@ -50,6 +51,7 @@ pub mod machine;
 mod mem;
 pub mod probe;
 pub mod skey;
+pub mod smp;
 mod sync;
 pub mod test;
 
@@ -61,27 +63,37 @@ pub use test::{run_tests, TestCase};
 
 use qemu_exit_s390x::{QEMUExit, S390x};
 
-/// Ends the run: QEMU exits with status 0.
+/// Ends the run: QEMU exits with status 0. Stops the other CPUs first
+/// (QEMU ends the run only when the last running CPU loads the exit PSW).
 pub fn exit_success() -> ! {
+    smp::claim_end();
     S390x::new().exit_success()
 }
 
 /// Ends the run: QEMU exits with status 1 (the runner passes
-/// `-action panic=exit-failure`).
+/// `-action panic=exit-failure`). Stops the other CPUs first.
 pub fn exit_failure() -> ! {
+    smp::claim_end();
     S390x::new().exit_failure()
 }
 
-/// The fatal path shared by panics and unexpected program checks: a `FAIL`
-/// line for the running case (so the runner can name it), the message, and
-/// a failing exit whose PSW address carries `code`.
+/// The fatal path shared by panics and unexpected program checks, on any
+/// CPU: every other CPU is stopped (if another CPU is already ending the
+/// run, this one spins until stopped), then a `FAIL` line for the running
+/// case (so the runner can name it), the message, and a failing exit whose
+/// PSW address carries `code`.
 pub(crate) fn fatal(msg: core::fmt::Arguments<'_>, code: u32) -> ! {
+    smp::claim_end();
     // SAFETY: we never return to whatever held the console (this path ends
-    // in a disabled wait), and interrupts are off, so nothing else runs.
+    // in a disabled wait), interrupts are off, and every other CPU is
+    // stopped for good, so no holder of the lock runs again.
     unsafe { console::force_unlock() };
-    match test::current_case() {
-        Some(name) => println!("FAIL {name}: {msg}"),
-        None => println!("FATAL: {msg}"),
+    let cpu = smp::cpu_index();
+    match (test::current_case(), cpu) {
+        (Some(name), 0) => println!("FAIL {name}: {msg}"),
+        (Some(name), cpu) => println!("FAIL {name}: on CPU {cpu}: {msg}"),
+        (None, 0) => println!("FATAL: {msg}"),
+        (None, cpu) => println!("FATAL: on CPU {cpu}: {msg}"),
     }
     S390x::new().exit(code.max(1))
 }

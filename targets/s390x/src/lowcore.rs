@@ -3,7 +3,9 @@
 //! makes virtual = real below 128 MiB) or off.
 //!
 //! 0x200..0x2ff is the part the architecture leaves to software; the
-//! program-check handler owns it.
+//! program-check handler owns it. 0x300..0x33f holds what a CPU needs to
+//! start and to die on its own ([`crate::smp`] fills it in a secondary
+//! CPU's lowcore before starting it; boot fills CPU 0's).
 
 /// Program-interruption ILC byte (instruction length in bytes: 2, 4 or 6).
 pub const PGM_ILC: u64 = 0x8d;
@@ -12,6 +14,8 @@ pub const PGM_CODE: u64 = 0x8e;
 /// Translation-exception identification (doubleword): the failing
 /// address in bits 0-51, access and space flags in the low bits.
 pub const TEID: u64 = 0xa8;
+/// External old PSW: where an external interruption left off.
+pub const EXT_OLD_PSW: u64 = 0x130;
 /// Program old PSW: where a program interruption left off.
 pub const PGM_OLD_PSW: u64 = 0x150;
 
@@ -39,6 +43,25 @@ pub const PROBE_CODE: u64 = 0x288;
 pub const PROBE_ILC: u64 = 0x28a;
 /// Software: TEID of the last probe fault (doubleword).
 pub const PROBE_TEID: u64 = 0x290;
+
+/// Software: initial stack pointer (top of the stack) of a secondary CPU,
+/// loaded by its start stub.
+pub const CPU_STACK_TOP: u64 = 0x300;
+/// Software: this CPU's index (0 for the boot CPU; equal to its CPU address
+/// under QEMU, see [`crate::smp::cpu_id`]).
+pub const CPU_INDEX: u64 = 0x308;
+/// Software: the CR0 value a secondary CPU loads when it starts (the boot
+/// CPU's, AFP and vector bits included: a reset CPU has them off; plus the
+/// external-call subclass, which wakes it).
+pub const CPU_CR0: u64 = 0x310;
+/// Software: the ASCE (CR1) a secondary CPU loads when it starts, before it
+/// turns DAT on: the kernel's identity map.
+pub const CPU_ASCE: u64 = 0x318;
+/// Software: one scratch byte for STOSM's old mask in the start stub.
+pub const CPU_SCRATCH: u64 = 0x320;
+/// Software: top of this CPU's own stack for the fatal path of the
+/// program-check handler (two CPUs may fail at once).
+pub const FATAL_STACK_TOP: u64 = 0x328;
 
 /// Reads a lowcore doubleword.
 pub fn read_u64(addr: u64) -> u64 {

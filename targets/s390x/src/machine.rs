@@ -2,8 +2,10 @@
 //! (its TLB included), [`mmu_notifier_s390::S390x`] as the arch, and the
 //! harness's frame pool, program-check probes and address-space switching.
 //!
-//! Used by the `conformance` kernel (which runs the shared suite on it) and
-//! by the `demo` kernel. CPU 0 only.
+//! Used by the `conformance` kernel (which runs the shared suite on it), by
+//! the `demo` kernel, and on every CPU by the `smp` kernel: each CPU
+//! activates and leaves the view on its own; all of them share one view
+//! table, so the CPUs run on one tree at a time.
 //!
 //! # How a case's address space reaches CR1
 //! An [`AddressSpace`](mmu_notifier_core::AddressSpace) owns its whole
@@ -39,22 +41,37 @@ use mmu_notifier_s390::S390x;
 use crate::dat::{self, Level, TABLE_ENTRIES, TEST_WINDOW};
 use crate::frame::{self, FRAME_SIZE};
 use crate::probe::{code, probe_read, probe_write, Fault};
+use crate::smp::{self, MAX_CPUS};
 
-/// The harness's region-first table the CPU runs on while a tree is
+/// The harness's region-first table the CPUs run on while a tree is
 /// active (allocated on first use, never freed).
 static VIEW: AtomicU64 = AtomicU64::new(0);
-/// Root of the tree the view currently mirrors; 0 while the kernel's own
-/// space is active.
-static VIEWED: AtomicU64 = AtomicU64::new(0);
+/// Per CPU (by [`smp::cpu_index`]): root of the tree the view mirrors for
+/// that CPU; 0 while it runs on the kernel's own space.
+static VIEWED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+fn viewed() -> &'static AtomicU64 {
+    &VIEWED[smp::cpu_index()]
+}
 
 fn view_table() -> u64 {
-    let view = VIEW.load(Ordering::Relaxed);
+    let view = VIEW.load(Ordering::Acquire);
     if view != 0 {
         return view;
     }
     let view = dat::alloc_table(Level::RegionFirst).expect("frame pool exhausted: no region-first table for the view");
-    VIEW.store(view, Ordering::Relaxed);
-    view
+    match VIEW.compare_exchange(0, view, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => view,
+        // Another CPU was first; this table stays unused (never freed: the
+        // pool's aligned blocks are not reusable anyway).
+        Err(first) => first,
+    }
+}
+
+/// Forgets which tree this CPU viewed: called when a secondary CPU starts
+/// a job (its start stub loaded the kernel's space).
+pub(crate) fn forget_view() {
+    viewed().store(0, Ordering::Relaxed);
 }
 
 /// Copies region-first entries 1..=2047 of `root` into the view, those
@@ -85,7 +102,7 @@ fn copy_entries(root: u64, view: u64) {
 pub unsafe fn activate_view(root: u64) {
     let view = view_table();
     copy_entries(root, view);
-    VIEWED.store(root, Ordering::Relaxed);
+    viewed().store(root, Ordering::Relaxed);
     // SAFETY: the view is a full region-first table (from `alloc_table`);
     // entry 0 becomes the kernel's, entries 1.. are the live tree's valid
     // DAT entries (caller's contract); nothing refers into the test window.
@@ -95,23 +112,24 @@ pub unsafe fn activate_view(root: u64) {
 /// Picks up region-first entries the active tree gained since
 /// [`activate_view`] (new top-level tables); nothing if none is active.
 pub fn refresh_view() {
-    let root = VIEWED.load(Ordering::Relaxed);
+    let root = viewed().load(Ordering::Relaxed);
     if root != 0 {
         copy_entries(root, view_table());
     }
 }
 
-/// The root of the tree the CPU runs on, if any.
+/// The root of the tree this CPU runs on, if any.
 pub fn viewed_root() -> Option<u64> {
-    match VIEWED.load(Ordering::Relaxed) {
+    match viewed().load(Ordering::Relaxed) {
         0 => None,
         root => Some(root),
     }
 }
 
-/// Switches back to the kernel's own address space (identity map only).
+/// Switches this CPU back to the kernel's own address space (identity map
+/// only).
 pub fn deactivate() {
-    VIEWED.store(0, Ordering::Relaxed);
+    viewed().store(0, Ordering::Relaxed);
     // SAFETY: the kernel root is complete and always valid; the probes are
     // the only accesses to the test window, and none is in progress.
     unsafe { dat::activate(dat::kernel_root()) };
@@ -134,10 +152,12 @@ unsafe impl FrameAllocator for KernelFrames {
 
     unsafe fn free_table(&self, pa: PhysAddr, bytes: usize) {
         // The core frees a table only after unlinking it and purging every
-        // TLB (CSP); but the CPU may still run on a view of its tree (a
+        // TLB (CSP); but this CPU may still run on a view of its tree (a
         // failing case drops its address space while active). Leave it
         // first: the view's stale region-first entries are not walked and
-        // are rewritten by the next `activate_view`.
+        // are rewritten by the next `activate_view`. (Other CPUs must have
+        // left before: the teardown contract; the `smp` kernel's cases
+        // have every other CPU stopped or off the view by then.)
         if viewed_root().is_some() {
             deactivate();
         }
@@ -155,7 +175,7 @@ static DOUBLE_FREES: AtomicU64 = AtomicU64::new(0);
 /// The last frame given back twice.
 static DOUBLE_FREED: AtomicU64 = AtomicU64::new(0);
 
-/// The real machine, for the conformance suite: CPU 0, QEMU's TLB.
+/// The real machine, for the conformance suite: the running CPU, QEMU's TLB.
 #[derive(Debug)]
 pub struct KernelMachine {
     arch: S390x,

@@ -101,7 +101,8 @@ core::arch::global_asm!(
     "    lmg %r0,%r15,{save}",
     "    lpswe {old_psw}",
     "0:",
-    "    larl %r15,__harness_fatal_stack_top",
+    // This CPU's own fatal stack (lowcore, so per CPU through prefixing).
+    "    lg %r15,{fatal_stack}",
     "    aghi %r15,-160",
     "    lghi %r0,0",
     "    stg %r0,0(%r15)",
@@ -116,6 +117,7 @@ core::arch::global_asm!(
     probe_ilc = const lowcore::PROBE_ILC,
     probe_teid = const lowcore::PROBE_TEID,
     old_psw = const lowcore::PGM_OLD_PSW,
+    fatal_stack = const lowcore::FATAL_STACK_TOP,
     fatal = sym pgm_fatal,
 );
 

@@ -63,13 +63,15 @@ static CURRENT_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The name of the case that is running, if any.
 pub fn current_case() -> Option<&'static str> {
-    let ptr = CURRENT_PTR.load(Ordering::Relaxed);
+    let ptr = CURRENT_PTR.load(Ordering::Acquire);
     if ptr == 0 {
         return None;
     }
     let len = CURRENT_LEN.load(Ordering::Relaxed);
-    // SAFETY: (ptr, len) were taken from a `&'static str` in
-    // `set_current_case`, on this (single test) CPU, length first.
+    // SAFETY: (ptr, len) were taken from one `&'static str` in
+    // `set_current_case`, length first, pointer published with release
+    // ordering (read above with acquire). Only CPU 0 sets it, between
+    // cases, while no secondary CPU runs, so the pair cannot be torn.
     Some(unsafe { core::str::from_utf8_unchecked(core::slice::from_raw_parts(ptr as *const u8, len)) })
 }
 
@@ -79,10 +81,11 @@ pub fn current_case() -> Option<&'static str> {
 pub fn set_current_case(name: Option<&'static str>) {
     match name {
         Some(name) => {
+            CURRENT_PTR.store(0, Ordering::Relaxed);
             CURRENT_LEN.store(name.len(), Ordering::Relaxed);
-            CURRENT_PTR.store(name.as_ptr() as usize, Ordering::Relaxed);
+            CURRENT_PTR.store(name.as_ptr() as usize, Ordering::Release);
         }
-        None => CURRENT_PTR.store(0, Ordering::Relaxed),
+        None => CURRENT_PTR.store(0, Ordering::Release),
     }
 }
 
@@ -120,6 +123,24 @@ fn take_detail() -> ([u8; 200], usize) {
     out
 }
 
+static NOTE: SpinLock<Detail> = SpinLock::new(Detail { buf: [0; 200], len: 0 });
+
+/// Attaches a note (iterations, time...) that [`run_tests`] prints on its
+/// own indented line after the case's `ok`/`FAIL` line; truncated to 200
+/// bytes; the last note of a case wins.
+pub fn note(args: fmt::Arguments<'_>) {
+    let mut n = NOTE.lock();
+    n.len = 0;
+    let _ = n.write_fmt(args);
+}
+
+fn take_note() -> ([u8; 200], usize) {
+    let mut n = NOTE.lock();
+    let out = (n.buf, n.len);
+    n.len = 0;
+    out
+}
+
 /// Runs the cases the command-line filter selects, prints one line each
 /// and the summary, and exits: success iff none failed and at least one
 /// passed.
@@ -129,6 +150,7 @@ pub fn run_tests(cases: &[TestCase]) -> ! {
     for case in cases.iter().filter(|c| c.name.contains(filter)) {
         set_current_case(Some(case.name));
         let _ = take_detail();
+        let _ = take_note();
         let result = (case.run)();
         // SAFETY: the kernel root is complete and always valid; the case is
         // over, so nothing refers to the test window any more.
@@ -146,6 +168,12 @@ pub fn run_tests(cases: &[TestCase]) -> ! {
                     Ok(d) if !d.is_empty() => crate::println!("FAIL {}: {} ({})", case.name, reason, d),
                     _ => crate::println!("FAIL {}: {}", case.name, reason),
                 }
+            }
+        }
+        let (buf, len) = take_note();
+        if let Ok(n) = core::str::from_utf8(&buf[..len]) {
+            if !n.is_empty() {
+                crate::println!("     {n}");
             }
         }
     }

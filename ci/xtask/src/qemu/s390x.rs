@@ -9,17 +9,26 @@
 //! kernel's last line `N passed, M failed`.
 //!
 //! The filter reaches the kernel as `-append filter=...` (the kernel's
-//! entry at 0x10000 makes QEMU copy the command line to 0x10480).
+//! entry at 0x10000 makes QEMU copy the command line to 0x10480), and with
+//! `--smp N` (N > 1) the CPU count as `smp=N` next to it.
 //!
-//! `--broken no-flush|no-notify` builds the kernels with
+//! With `--smp N` (N > 1) the `smp` kernel boots too, after the others: it
+//! brings the secondary CPUs up with SIGP and runs the concurrency cases
+//! (global IPTE seen by the other CPUs, invalidations racing a faulting
+//! secondary MMU, registration racing invalidation, teardown racing
+//! everything). With one CPU it has nothing to test and is not booted.
+//!
+//! `--broken no-flush|no-notify|no-grace` builds the kernels with
 //! `--cfg mmu_notifier_broken="<variant>"` added to the rustflags of
 //! `targets/s390x/.cargo/config.toml` (cargo appends a `--config` array to
 //! the file's, so the static relocation model and `panic=abort` stay), into
 //! a target directory of its own, so the normal build stays fresh. The core
-//! reacts to `no-notify` (no notifier step), the s390 arch crate to
-//! `no-flush` (a plain store of the invalid bit instead of IPTE, so QEMU's
-//! TLB keeps the stale translation). Such a run must fail; this runner
-//! only reports, the test pipeline inverts the verdict.
+//! reacts to `no-notify` (no notifier step) and `no-grace` (SRCU
+//! `synchronize` returns at once, so `unregister` and `release` no longer
+//! wait for running callbacks: only the `smp` kernel can see that), the
+//! s390 arch crate to `no-flush` (a plain store of the invalid bit instead
+//! of IPTE, so QEMU's TLB keeps the stale translation). Such a run must
+//! fail; this runner only reports, the test pipeline inverts the verdict.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -29,7 +38,8 @@ use std::time::{Duration, Instant};
 use super::{QemuOpts, Summary};
 
 const TARGET: &str = "s390x-unknown-linux-gnu";
-/// Wall-clock limit per kernel (boot to exit takes well under a second).
+/// Wall-clock limit per kernel (boot to exit takes well under a second;
+/// the `smp` kernel a few seconds at `-smp 4`).
 const TIMEOUT_SECS: u32 = 60;
 /// What `timeout(1)` returns when the limit was hit.
 const TIMEOUT_STATUS: i32 = 124;
@@ -39,6 +49,8 @@ const TIMEOUT_STATUS: i32 = 124;
 enum Role {
     /// Run by `cargo xtask qemu`.
     Test,
+    /// Run by `cargo xtask qemu --smp N` with N > 1, after the test kernels.
+    Smp,
     /// Run instead of the tests by `cargo xtask qemu --demo`.
     Demo,
 }
@@ -49,11 +61,12 @@ const KERNELS: &[(&str, Role)] = &[
     ("selftest", Role::Test),
     ("conformance", Role::Test),
     ("demo", Role::Demo),
+    ("smp", Role::Smp),
 ];
 
 /// `--broken` values: each builds the kernels with
 /// `--cfg mmu_notifier_broken="<value>"`.
-const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify"];
+const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify", "no-grace"];
 
 /// Builds the s390x kernels and boots each one under QEMU.
 ///
@@ -61,10 +74,14 @@ const BROKEN_VARIANTS: &[&str] = &["no-flush", "no-notify"];
 /// counts as one failure (with its printed cases); `Err` is for problems
 /// before any kernel ran (build, missing tools, bad options).
 pub fn run(opts: &QemuOpts) -> Result<Summary, String> {
-    let role = if opts.demo { Role::Demo } else { Role::Test };
+    let wanted = |r: Role| match r {
+        Role::Demo => opts.demo,
+        Role::Test => !opts.demo,
+        Role::Smp => !opts.demo && opts.smp > 1,
+    };
     let kernels: Vec<&str> = KERNELS
         .iter()
-        .filter(|(_, r)| *r == role)
+        .filter(|(_, r)| wanted(*r))
         .map(|(name, _)| *name)
         .collect();
     if kernels.is_empty() {
@@ -172,8 +189,16 @@ fn boot(name: &str, elf: &Path, opts: &QemuOpts) -> Summary {
     cmd.args(["-action", "panic=exit-failure"]);
     cmd.args(["-smp", &opts.smp.to_string(), "-m", "256M"]);
     cmd.arg("-kernel").arg(elf);
+    // The kernel command line: whitespace-separated `key=value` words.
+    let mut append = Vec::new();
+    if opts.smp > 1 {
+        append.push(format!("smp={}", opts.smp));
+    }
     if let Some(f) = &opts.filter {
-        cmd.args(["-append", &format!("filter={f}")]);
+        append.push(format!("filter={f}"));
+    }
+    if !append.is_empty() {
+        cmd.args(["-append", &append.join(" ")]);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
