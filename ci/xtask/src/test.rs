@@ -426,6 +426,7 @@ fn steps() -> Vec<Step> {
     v.push(qemu_step("qemu", "qemu-x86_64-smp4", "x86_64", 4, None));
     v.push(qemu_step("qemu", "qemu-s390x", "s390x", 1, None));
     v.push(qemu_step("qemu", "qemu-s390x-smp2", "s390x", 2, None));
+    v.push(qemu_step("qemu", "qemu-s390x-smp4", "s390x", 4, None));
 
     for (name, variant, package, test) in [
         (
@@ -501,6 +502,20 @@ fn steps() -> Vec<Step> {
         "s390x",
         1,
         Some("no-notify"),
+    ));
+    v.push(qemu_step(
+        "negative",
+        "broken-qemu-s390x-no-flush-smp2",
+        "s390x",
+        2,
+        Some("no-flush"),
+    ));
+    v.push(qemu_step(
+        "negative",
+        "broken-qemu-s390x-no-grace",
+        "s390x",
+        2,
+        Some("no-grace"),
     ));
 
     let version = msrv().unwrap_or_else(|| "1.85".into());
