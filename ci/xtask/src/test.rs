@@ -333,6 +333,20 @@ fn steps() -> Vec<Step> {
         ),
         cargo_step(
             "test",
+            "test-alloc",
+            Cargo::new(&[
+                "test",
+                "-p",
+                "mmu-notifier-core",
+                "--features",
+                "alloc",
+                "--test",
+                "shared",
+            ]),
+            true,
+        ),
+        cargo_step(
+            "test",
             "test-no-default-features",
             Cargo::new(&["test", "-p", "mmu-notifier-core", "--no-default-features"]),
             true,
@@ -388,11 +402,15 @@ fn steps() -> Vec<Step> {
             "test",
             "-p",
             "mmu-notifier-core",
+            "--features",
+            "alloc",
             "--lib",
             "--test",
             "notifier",
             "--test",
             "interval",
+            "--test",
+            "shared",
         ]);
         if let Some(t) = target {
             c = c.args(&["--target", t]);

@@ -37,6 +37,9 @@ const RELEASED: usize = 4;
 /// Type-erased entry points into a `Subscription<N>`, one table per `N`.
 struct VTable {
     callbacks: Callbacks,
+    /// The notifier's type, for subscriptions shared by `get`/`put`.
+    #[cfg(feature = "alloc")]
+    type_id: Option<fn() -> core::any::TypeId>,
     release: unsafe fn(*const Node),
     invalidate_page: unsafe fn(*const Node, VirtAddr),
     invalidate_pages: unsafe fn(*const Node, PageRange),
@@ -54,6 +57,8 @@ struct Thunks<N>(PhantomData<N>);
 impl<N: MmuNotifier> Thunks<N> {
     const VTABLE: &'static VTable = &VTable {
         callbacks: N::CALLBACKS,
+        #[cfg(feature = "alloc")]
+        type_id: None,
         release: Self::release,
         invalidate_page: Self::invalidate_page,
         invalidate_pages: Self::invalidate_pages,
@@ -127,6 +132,9 @@ struct Node {
     born: AtomicU64,
     dies: AtomicU64,
     vtable: &'static VTable,
+    /// References handed out by `NotifierHead::get` (shared subscriptions).
+    #[cfg(feature = "alloc")]
+    users: AtomicUsize,
 }
 
 impl Node {
@@ -165,6 +173,8 @@ impl<'h, N: MmuNotifier> Subscription<'h, N> {
                 born: AtomicU64::new(0),
                 dies: AtomicU64::new(0),
                 vtable: Thunks::<N>::VTABLE,
+                #[cfg(feature = "alloc")]
+                users: AtomicUsize::new(0),
             },
             notifier,
             _pin: PhantomPinned,
@@ -231,6 +241,9 @@ pub struct NotifierHead {
     /// Per-CPU read-section depth, to refuse a register/unregister that
     /// would wait for the calling CPU itself.
     depths: Depths,
+    /// Serialises `get`/`put` of shared subscriptions.
+    #[cfg(feature = "alloc")]
+    shared: RawSpinLock,
 }
 
 /// An SRCU read-side section of one head, counted per CPU.
@@ -272,6 +285,8 @@ impl NotifierHead {
             lock: RawSpinLock::new(),
             srcu: Srcu::new(),
             depths: Depths::new(),
+            #[cfg(feature = "alloc")]
+            shared: RawSpinLock::new(),
         }
     }
 
@@ -793,3 +808,131 @@ impl Drop for RangeGuard<'_> {
         });
     }
 }
+
+#[cfg(feature = "alloc")]
+mod shared {
+    //! One refcounted notifier per (notifier type, address space): Linux's
+    //! `mmu_notifier_get`/`put`.
+
+    extern crate alloc;
+
+    use super::{NotifierHead, Subscription, Thunks, VTable, REGISTERED};
+    use crate::error::Error;
+    use crate::notifier::MmuNotifier;
+    use crate::sync::Ordering::{AcqRel, Relaxed};
+    use alloc::boxed::Box;
+    use core::any::TypeId;
+    use core::pin::Pin;
+
+    struct SharedThunks<N>(core::marker::PhantomData<N>);
+
+    impl<N: MmuNotifier + 'static> SharedThunks<N> {
+        const VTABLE: &'static VTable = &VTable {
+            type_id: Some(TypeId::of::<N>),
+            ..*Thunks::<N>::VTABLE
+        };
+    }
+
+    /// A counted reference to the one notifier of type `N` on a head; the
+    /// last one dropped unregisters it (after a grace period) and frees it.
+    pub struct SharedNotifier<'h, N: MmuNotifier + 'static> {
+        head: &'h NotifierHead,
+        sub: *const Subscription<'h, N>,
+    }
+
+    // SAFETY: the subscription is only reached through shared references,
+    // and `N: Sync + Send` lets another CPU use and drop it.
+    unsafe impl<N: MmuNotifier + Send + 'static> Send for SharedNotifier<'_, N> {}
+    // SAFETY: as above.
+    unsafe impl<N: MmuNotifier + 'static> Sync for SharedNotifier<'_, N> {}
+
+    impl<N: MmuNotifier + 'static> core::ops::Deref for SharedNotifier<'_, N> {
+        type Target = N;
+        fn deref(&self) -> &N {
+            // SAFETY: the subscription lives until the last reference is
+            // dropped (`users` counts us).
+            unsafe { (*self.sub).notifier() }
+        }
+    }
+
+    impl<N: MmuNotifier + 'static> Clone for SharedNotifier<'_, N> {
+        fn clone(&self) -> Self {
+            // SAFETY: alive while we hold a reference.
+            unsafe { &(*self.sub).node }.users.fetch_add(1, Relaxed);
+            Self {
+                head: self.head,
+                sub: self.sub,
+            }
+        }
+    }
+
+    impl<N: MmuNotifier + 'static> Drop for SharedNotifier<'_, N> {
+        fn drop(&mut self) {
+            let _serialise = self.head.shared.lock();
+            // SAFETY: alive while we hold a reference.
+            if unsafe { &(*self.sub).node }.users.fetch_sub(1, AcqRel) == 1 {
+                // SAFETY: the last reference: `get` made it with
+                // `Box::into_raw` and nobody else frees it; dropping the
+                // subscription unregisters it and waits for the grace period
+                // (or for its release) before the memory goes.
+                drop(unsafe { Box::from_raw(self.sub.cast_mut()) });
+            }
+        }
+    }
+
+    impl NotifierHead {
+        /// The one registered notifier of type `N` on this head, made with
+        /// `make` and registered if there is none yet (Linux's
+        /// `mmu_notifier_get`). Every call returns a counted reference to
+        /// the same notifier; when the last is dropped (`put`) the notifier
+        /// is unregistered and freed after a grace period. Needs the
+        /// `alloc` feature.
+        ///
+        /// # Errors
+        /// As [`register`](Self::register).
+        pub fn get<'h, N: MmuNotifier + Send + 'static>(
+            &'h self,
+            make: impl FnOnce() -> N,
+        ) -> Result<SharedNotifier<'h, N>, Error> {
+            let _serialise = self.shared.lock();
+            {
+                let _writer = self.lock.lock();
+                let mut p = self.first.load(Relaxed);
+                // SAFETY: linked nodes are alive; we hold the writer lock.
+                while let Some(node) = unsafe { p.as_ref() } {
+                    let same_type = node
+                        .vtable
+                        .type_id
+                        .is_some_and(|id| id() == TypeId::of::<N>());
+                    if same_type && node.state.load(Relaxed) == REGISTERED {
+                        node.users.fetch_add(1, Relaxed);
+                        return Ok(SharedNotifier {
+                            head: self,
+                            sub: p.cast::<Subscription<'h, N>>(),
+                        });
+                    }
+                    p = node.next.load(Relaxed);
+                }
+            }
+            let mut sub = Subscription::new(make());
+            sub.node.vtable = SharedThunks::<N>::VTABLE;
+            sub.node.users = crate::sync::AtomicUsize::new(1);
+            let raw = Box::into_raw(Box::new(sub));
+            // SAFETY: the box is never moved, and freed only by the last
+            // `SharedNotifier` (or below), after its Drop unregistered it.
+            let pinned = unsafe { Pin::new_unchecked(&*raw) };
+            if let Err(e) = self.register(pinned) {
+                // SAFETY: never registered, nobody else has the pointer.
+                drop(unsafe { Box::from_raw(raw) });
+                return Err(e);
+            }
+            Ok(SharedNotifier {
+                head: self,
+                sub: raw.cast_const(),
+            })
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+pub use shared::SharedNotifier;

@@ -54,6 +54,8 @@ mod head;
 pub use cpu::set_cpu_id_source;
 #[cfg(feature = "notifier")]
 mod srcu;
+#[cfg(feature = "alloc")]
+pub use head::SharedNotifier;
 #[cfg(feature = "notifier")]
 pub use head::{NotifierHead, RangeGuard, Subscription};
 
