@@ -101,7 +101,11 @@
 //! See the README for the design, the supported targets and the test
 //! matrix.
 #![no_std]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, missing_docs)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    missing_docs
+)]
 
 pub use mmu_notifier_core::*;
 
