@@ -377,6 +377,14 @@ impl<T: IntervalOps> IntervalSub<'_, T> {
         Some((VirtAddr(start), last - start + 1))
     }
 
+    /// A pointer to the node with the provenance of the whole subscription.
+    /// It is the only kind the manager publishes (in the tree and on the
+    /// deferred list): the thunk casts it back to reach the ops, which a
+    /// pointer derived from `&self.node` may not do.
+    fn node_ptr(&self) -> *const Node {
+        ptr::from_ref(self).cast()
+    }
+
     fn manager(&self) -> Option<&IntervalNotifiers> {
         // SAFETY: set by `insert` from a `&'a IntervalNotifiers`, and `'a`
         // outlives `self`.
@@ -461,7 +469,7 @@ impl<T: IntervalOps> Drop for IntervalSub<'_, T> {
             return;
         }
         if let Some(manager) = self.manager() {
-            let _ = manager.remove_node(&self.node);
+            let _ = manager.remove_sub(self);
         }
     }
 }
@@ -557,7 +565,7 @@ impl IntervalNotifiers {
         let node = &sub.node;
         // The tree holds pointers derived from the whole subscription: the
         // thunk casts them back to reach the ops.
-        let node_ptr: *const Node = ptr::from_ref(sub).cast();
+        let node_ptr = sub.node_ptr();
         let _lock = self.lock.lock();
         // Claim it: an IDLE subscription is in no manager, so the claim
         // gives us its cells; a racing insert elsewhere loses here.
@@ -614,10 +622,14 @@ impl IntervalNotifiers {
     /// # Errors
     /// [`Error::NotRegistered`] if `sub` is not inserted in this manager.
     pub fn remove<T: IntervalOps>(&self, sub: Pin<&IntervalSub<'_, T>>) -> Result<(), Error> {
-        self.remove_node(&sub.get_ref().node)
+        self.remove_sub(sub.get_ref())
     }
 
-    fn remove_node(&self, node: &Node) -> Result<(), Error> {
+    fn remove_sub<T: IntervalOps>(&self, sub: &IntervalSub<'_, T>) -> Result<(), Error> {
+        let node = &sub.node;
+        // What this publishes (on the deferred list) is, as in `insert`, a
+        // pointer to the whole subscription, never one derived from `node`.
+        let this = sub.node_ptr();
         {
             let _lock = self.lock.lock();
             if !ptr::eq(node.manager.load(Relaxed), self) {
@@ -629,13 +641,13 @@ impl IntervalNotifiers {
                 match node.state.load(Relaxed) {
                     IN_TREE if self.seq.load(Relaxed) & 1 == 0 => {
                         // Nobody walks the tree: out at once.
-                        self.tree.remove(ptr::from_ref(node).cast());
+                        self.tree.remove(this.cast());
                         node.state.store(IDLE, Release);
                         return Ok(());
                     }
                     IN_TREE => {
                         node.deferred_next.set(self.deferred.get());
-                        self.deferred.set(ptr::from_ref(node));
+                        self.deferred.set(this);
                         node.state.store(PENDING_REMOVE, Relaxed);
                     }
                     PENDING_INSERT => {
@@ -745,8 +757,8 @@ impl IntervalNotifiers {
             self.deferred.set(ptr::null());
             while let Some(node) = p.as_ref() {
                 // `this`, not `&Node`, carries the whole subscription's
-                // provenance (pushed by `insert`), which the tree must keep
-                // for the thunk to reach the ops.
+                // provenance (pushed by `insert` or `remove_sub`), which the
+                // tree must keep for the thunk to reach the ops.
                 let this = p;
                 p = node.deferred_next.get();
                 node.deferred_next.set(ptr::null());

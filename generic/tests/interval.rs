@@ -257,11 +257,28 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Cases and operations per case: Miri interprets each one, so it gets a
+/// smaller sample.
+const CASES: u32 = if cfg!(miri) { 8 } else { 256 };
+const MAX_OPS: usize = if cfg!(miri) { 32 } else { 80 };
+
 proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: CASES,
+        // Persisting failures needs the working directory, which Miri's
+        // isolation hides.
+        failure_persistence: if cfg!(miri) {
+            None
+        } else {
+            ProptestConfig::default().failure_persistence
+        },
+        ..ProptestConfig::default()
+    })]
+
     /// Random inserts, removes and invalidations: an invalidation calls
     /// exactly the inserted intervals a linear scan says overlap it.
     #[test]
-    fn dispatch_agrees_with_a_linear_scan(ops in prop::collection::vec(op(), 1..80)) {
+    fn dispatch_agrees_with_a_linear_scan(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         let mgr = IntervalNotifiers::new();
         let subs: Vec<_> = (0..12).map(|_| new_sub()).collect();
         let mut inserted: Vec<Option<(u64, u64)>> = vec![None; subs.len()];
@@ -597,6 +614,130 @@ fn dropping_a_never_inserted_interval_does_not_wait() {
         drop(new_sub());
         guard.end();
         drop(sub);
+    });
+}
+
+/// Several removes (by `remove` and by drop) and inserts queued behind one
+/// invalidation are applied together by its end: the tree rebalances
+/// through the links of intervals that stay, and the new ones are called.
+#[test]
+fn deferred_removes_and_inserts_are_applied_together_at_the_end() {
+    with_head(|head, mgr| {
+        let subs: Vec<_> = (0..8).map(|_| new_sub()).collect();
+        for (i, s) in subs.iter().enumerate() {
+            insert(mgr, s.as_ref(), 2 * i as u64, 2);
+        }
+        let dropped = new_sub();
+        insert(mgr, dropped.as_ref(), 5, 2);
+        let late: Vec<_> = (0..3).map(|_| new_sub()).collect();
+        // Reaches `subs[0]` only, but freezes the whole tree.
+        let guard = head.invalidate_range_start(unmap(0, 1));
+        thread::scope(|s| {
+            for victim in [&subs[1], &subs[4], &subs[6]] {
+                s.spawn(move || mgr.remove(victim.as_ref()).unwrap());
+            }
+            s.spawn(move || drop(dropped));
+            for (i, l) in late.iter().enumerate() {
+                insert(mgr, l.as_ref(), 3 + 4 * i as u64, 1);
+            }
+            pause();
+            guard.end();
+        });
+        head.invalidate_range_start(unmap(0, 20)).end();
+        let calls: Vec<usize> = subs.iter().map(|s| s.ops().calls().len()).collect();
+        assert_eq!(
+            calls,
+            [2, 0, 1, 1, 0, 1, 0, 1],
+            "removed intervals are not called, the others are"
+        );
+        for l in &late {
+            assert_eq!(l.ops().ranges(), [pages(0, 20)], "inserted at the end");
+        }
+    });
+}
+
+/// Moving the `Pin<Box<_>>` of an inserted interval moves the pointer, not
+/// the interval: the tree's pointers to it stay valid, for calls and for
+/// the rebalancing of later removals.
+#[test]
+fn inserted_intervals_may_move_with_their_boxes() {
+    with_head(|head, mgr| {
+        let subs: Vec<_> = (0..8).map(|_| new_sub()).collect();
+        for (i, s) in subs.iter().enumerate() {
+            insert(mgr, s.as_ref(), 2 * i as u64, 3);
+        }
+        let mut moved: Vec<_> = subs.into_iter().rev().collect();
+        head.invalidate_range_start(unmap(0, 17)).end();
+        for s in moved.drain(..4) {
+            mgr.remove(s.as_ref()).unwrap();
+        }
+        head.invalidate_range_start(unmap(0, 17)).end();
+        for s in &moved {
+            assert_eq!(s.ops().calls().len(), 2);
+        }
+    });
+}
+
+/// Ops that insert another interval from inside their first callback,
+/// while the invalidation walks the tree.
+struct InsertsChild<'a, 'c> {
+    mgr: &'a IntervalNotifiers,
+    child: Pin<&'c Sub<'a>>,
+    calls: AtomicU64,
+}
+
+impl IntervalOps for InsertsChild<'_, '_> {
+    fn invalidate(&self, sub: &IntervalSub<'_, Self>, _: &InvalidateRange, cur_seq: u64) -> bool {
+        sub.set_seq(cur_seq);
+        assert_eq!(
+            sub.interval(),
+            Some((va(0), 4 * PAGE)),
+            "a callback may read its own interval"
+        );
+        if self.calls.fetch_add(1, SeqCst) == 0 {
+            self.mgr
+                .insert(self.child, va(2), PAGE)
+                .expect("a callback may insert");
+        }
+        true
+    }
+}
+
+#[test]
+fn a_callback_may_insert_an_interval_which_enters_after_the_walk() {
+    with_head(|head, mgr| {
+        let child = new_sub();
+        let others: Vec<_> = (0..6).map(|_| new_sub()).collect();
+        for (i, s) in others.iter().enumerate() {
+            insert(mgr, s.as_ref(), i as u64, 1);
+        }
+        let parent = pin!(IntervalSub::new(InsertsChild {
+            mgr,
+            child: child.as_ref(),
+            calls: AtomicU64::new(0),
+        }));
+        mgr.insert(parent.as_ref(), va(0), 4 * PAGE).unwrap();
+        head.invalidate_range_start(unmap(0, 8)).end();
+        assert!(child.is_inserted());
+        assert_eq!(
+            child.ops().calls(),
+            [],
+            "it missed the walk it was inserted in"
+        );
+        for s in &others {
+            assert_eq!(
+                s.ops().calls().len(),
+                1,
+                "the walk went on after the insert"
+            );
+        }
+        head.invalidate_range_start(unmap(2, 1)).end();
+        assert_eq!(
+            child.ops().ranges(),
+            [pages(2, 1)],
+            "then it is in the tree"
+        );
+        assert_eq!(parent.ops().calls.load(SeqCst), 2);
     });
 }
 
