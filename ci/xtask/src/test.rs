@@ -353,6 +353,26 @@ fn steps() -> Vec<Step> {
         ),
         cargo_step(
             "doc",
+            "package",
+            Cargo::new(&[
+                "package",
+                "-p",
+                "mmu-notifier-core",
+                "-p",
+                "mmu-notifier-x86",
+                "-p",
+                "mmu-notifier-s390",
+                "-p",
+                "mmu-notifier-emu",
+                "-p",
+                "mmu-notifier",
+                "--allow-dirty",
+            ])
+            .env("CARGO_TARGET_DIR", "target/package"),
+            false,
+        ),
+        cargo_step(
+            "doc",
             "doc",
             Cargo::new(&["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-Dwarnings"),
             false,
