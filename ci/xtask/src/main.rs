@@ -26,7 +26,7 @@ fn usage() -> ExitCode {
          \n                        the whole test matrix; stages: fmt clippy test doc loom miri qemu negative msrv\
          \n  demo                  boot the demo kernels\
          \n  bench [--check]       run the benchmarks, rewrite BENCHMARKS.md (--check: idle instruction counts only)\
-         \n  qemu --arch x86_64|s390x|all [--smp N] [--kvm] [--broken no-flush|no-notify|no-shootdown|no-grace] [--demo] [-- FILTER]\n"
+         \n  qemu --arch x86_64|s390x|all [--smp N] [--kvm] [--broken no-flush|no-notify|no-shootdown|no-grace] [--demo] [--defmt] [-- FILTER]\n"
     );
     ExitCode::from(2)
 }
@@ -98,6 +98,7 @@ fn cmd_demo() -> ExitCode {
         filter: None,
         broken: None,
         demo: true,
+        defmt: false,
         root: root(),
     };
     let mut ok = true;
@@ -131,6 +132,7 @@ fn cmd_qemu(args: &[String]) -> ExitCode {
         filter: None,
         broken: None,
         demo: false,
+        defmt: false,
         root: root(),
     };
     let mut arch = String::from("all");
@@ -142,6 +144,7 @@ fn cmd_qemu(args: &[String]) -> ExitCode {
             "--kvm" => opts.kvm = true,
             "--broken" => opts.broken = it.next().cloned(),
             "--demo" => opts.demo = true,
+            "--defmt" => opts.defmt = true,
             "--" => opts.filter = it.next().cloned(),
             _ => return usage(),
         }

@@ -248,6 +248,7 @@ fn qemu_step(
                 filter: None,
                 broken: broken.map(str::to_string),
                 demo: false,
+                defmt: false,
                 root: root.to_path_buf(),
             };
             let result = match arch {

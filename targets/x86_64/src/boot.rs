@@ -187,6 +187,8 @@ fn fatal(msg: &str) -> ! {
 extern "C" fn rust_entry(start_info_pa: u32) -> ! {
     percpu::init_this_cpu(0);
     serial::init();
+    #[cfg(feature = "defmt")]
+    crate::defmt_log::init();
     interrupts::init();
 
     let info = u64::from(start_info_pa);

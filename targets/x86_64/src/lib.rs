@@ -45,12 +45,21 @@
 //! switching work on every CPU (their state is per CPU), and
 //! [`machine::KernelMachine`]'s arch shoots TLB entries down on every CPU
 //! that runs a test address space ([`smp::SHOOTDOWN`]).
+//!
+//! # defmt
+//! With the `defmt` feature the library types implement `defmt::Format`, and
+//! the harness defines the global logger: `defmt::info!` and friends write
+//! frames to COM2 (0x2f8), kept apart from the text on COM1, for
+//! `defmt-print -e <kernel ELF>` on the host. `DEFMT_LOG` (set to `info` in
+//! `.cargo/config.toml`) chooses the levels at compile time.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod apic;
 mod boot;
 mod cpu;
+#[cfg(feature = "defmt")]
+mod defmt_log;
 mod exit;
 mod frames;
 mod interrupts;

@@ -22,6 +22,9 @@ pub struct QemuOpts {
     pub broken: Option<String>,
     /// Boot the demo kernel instead of the test kernels.
     pub demo: bool,
+    /// Build the kernels with their `defmt` feature and decode what they log
+    /// on the second serial port (x86-64 only).
+    pub defmt: bool,
     /// Repository root.
     pub root: PathBuf,
 }

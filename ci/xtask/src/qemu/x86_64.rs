@@ -18,6 +18,14 @@
 //! `invlpg` leaves, so `no-flush` goes unnoticed there; `no-shootdown` and
 //! `no-grace` are caught only by the `smp` kernel, so only with `--smp 2`
 //! or more).
+//!
+//! `--defmt` builds them with their `defmt` feature (into a `defmt/`
+//! subdirectory of the target directory) and gives QEMU a second serial
+//! port, COM2, written to `<kernel>.defmt` next to the ELF: the kernels'
+//! defmt frames. After each run they are decoded with
+//! `defmt-print -e <ELF>` when `defmt-print` is on PATH (`cargo install
+//! defmt-print`), otherwise the runner says where they are and how to
+//! decode them. The text console and the verdict do not depend on it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -132,13 +140,20 @@ pub fn run(opts: &QemuOpts) -> Result<Summary, String> {
         None => dir.join("target"),
         Some(b) => dir.join("target").join(format!("broken-{b}")),
     };
-    build(&dir, &target_dir, &kernels, broken)?;
+    // Likewise a defmt build (other features).
+    let target_dir = if opts.defmt {
+        target_dir.join("defmt")
+    } else {
+        target_dir
+    };
+    build(&dir, &target_dir, &kernels, broken, opts.defmt)?;
 
     let accel = Accel::choose(opts.kvm);
     let mut total = Summary::default();
     for kernel in &kernels {
         let elf = target_dir.join(TARGET).join("release").join(kernel);
-        total.add(boot(kernel, &elf, opts, accel)?);
+        let frames = opts.defmt.then(|| elf.with_extension("defmt"));
+        total.add(boot(kernel, &elf, frames.as_deref(), opts, accel)?);
     }
     if let (Some(filter), 0, 0) = (&opts.filter, total.passed, total.failed) {
         eprintln!("x86_64: no case of any kernel matches {filter:?}");
@@ -152,6 +167,7 @@ fn build(
     target_dir: &Path,
     kernels: &[&str],
     broken: Option<&str>,
+    defmt: bool,
 ) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -161,6 +177,9 @@ fn build(
         .arg(target_dir);
     for kernel in kernels {
         cmd.args(["--bin", kernel]);
+    }
+    if defmt {
+        cmd.args(["--features", "defmt"]);
     }
     if let Some(variant) = broken {
         // Cargo joins array values from `--config` with those of
@@ -204,12 +223,20 @@ fn cmdline(opts: &QemuOpts, accel: Accel) -> String {
     }
 }
 
-fn qemu_command(elf: &Path, opts: &QemuOpts, accel: Accel) -> Command {
+/// `frames`: where COM2 (the defmt port) goes, for a defmt build.
+fn qemu_command(elf: &Path, frames: Option<&Path>, opts: &QemuOpts, accel: Accel) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     // -nodefaults: no VGA or NIC (whose option ROMs only slow the boot).
     cmd.args(["-M", "q35", "-nodefaults", "-m", "512M"]);
     cmd.args(["-smp", &opts.smp.to_string()]);
     cmd.args(["-display", "none", "-monitor", "none", "-serial", "stdio"]);
+    if let Some(frames) = frames {
+        // The second `-serial` is COM2 (0x2f8): defmt's binary frames, kept
+        // out of the text console.
+        let mut arg = std::ffi::OsString::from("file:");
+        arg.push(frames);
+        cmd.arg("-serial").arg(arg);
+    }
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     // A triple fault then ends QEMU with status 0, which we treat as failure.
     cmd.arg("-no-reboot");
@@ -232,13 +259,24 @@ fn qemu_command(elf: &Path, opts: &QemuOpts, accel: Accel) -> Command {
     cmd
 }
 
-/// Boots one kernel and judges its run.
-fn boot(kernel: &str, elf: &Path, opts: &QemuOpts, accel: Accel) -> Result<Summary, String> {
+/// Boots one kernel and judges its run. `frames`: the file for its defmt
+/// output (a defmt build), decoded after the run.
+fn boot(
+    kernel: &str,
+    elf: &Path,
+    frames: Option<&Path>,
+    opts: &QemuOpts,
+    accel: Accel,
+) -> Result<Summary, String> {
     if !elf.exists() {
         return Err(format!("kernel {} was not built", elf.display()));
     }
     let tag = format!("x86_64/{kernel}");
-    let mut cmd = qemu_command(elf, opts, accel);
+    if let Some(frames) = frames {
+        // QEMU truncates it anyway; no stale frames if it fails to start.
+        let _ = std::fs::remove_file(frames);
+    }
+    let mut cmd = qemu_command(elf, frames, opts, accel);
     println!(
         "[{tag}] qemu ({}) -append {:?}",
         accel.name(),
@@ -285,6 +323,9 @@ fn boot(kernel: &str, elf: &Path, opts: &QemuOpts, accel: Accel) -> Result<Summa
         eprintln!("[{tag}] qemu: {line}");
     }
     let elapsed = started.elapsed();
+    if let Some(frames) = frames {
+        show_defmt(&tag, elf, frames);
+    }
 
     let summary = parse_summary(&output);
     // A filter may select cases of one kernel only: the others run nothing
@@ -334,6 +375,84 @@ fn boot(kernel: &str, elf: &Path, opts: &QemuOpts, accel: Accel) -> Result<Summa
                 failed: s.failed.max(1),
             })
         }
+    }
+}
+
+/// Wall-clock limit for decoding one kernel's frames.
+const DECODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Prints a kernel's defmt log: decoded by `defmt-print` when it is on PATH,
+/// or where the frames are and how to decode them. Informational only: the
+/// verdict comes from the text console.
+fn show_defmt(tag: &str, elf: &Path, frames: &Path) {
+    let size = std::fs::metadata(frames).map(|m| m.len()).unwrap_or(0);
+    if size == 0 {
+        println!(
+            "[{tag} defmt] no frames on COM2 ({} is empty or missing)",
+            frames.display()
+        );
+        return;
+    }
+    let decode = format!("defmt-print -e {} < {}", elf.display(), frames.display());
+    let Ok(input) = std::fs::File::open(frames) else {
+        println!("[{tag} defmt] cannot open {}", frames.display());
+        return;
+    };
+    let child = Command::new("defmt-print")
+        .arg("-e")
+        .arg(elf)
+        .stdin(input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!(
+                "[{tag} defmt] {size} bytes of frames in {}; defmt-print is not installed \
+                 (`cargo install defmt-print`), decode with: {decode}",
+                frames.display()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("[{tag} defmt] cannot run defmt-print ({e}); decode with: {decode}");
+            return;
+        }
+    };
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let out_tag = tag.to_string();
+    let lines = thread::spawn(move || {
+        let mut n = 0usize;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            println!("[{out_tag} defmt] {line}");
+            n += 1;
+        }
+        n
+    });
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = wait_with_deadline(&mut child, DECODE_TIMEOUT);
+    let n = lines.join().unwrap_or(0);
+    let errors = errors.join().unwrap_or_default();
+    match status {
+        Ok(Some(s)) if s.success() && n > 0 => {}
+        Ok(Some(s)) => {
+            for line in errors.lines() {
+                println!("[{tag} defmt] defmt-print: {line}");
+            }
+            println!("[{tag} defmt] defmt-print decoded {n} lines ({s}); by hand: {decode}");
+        }
+        Ok(None) => println!(
+            "[{tag} defmt] defmt-print did not finish in {} s; by hand: {decode}",
+            DECODE_TIMEOUT.as_secs()
+        ),
+        Err(e) => println!("[{tag} defmt] {e}; by hand: {decode}"),
     }
 }
 

@@ -7,7 +7,10 @@
 //! tables; then one verdict and the runner's `N passed, N failed` line.
 //!
 //! Booted by `cargo xtask demo` (`QemuOpts.demo`), or
-//! `cargo xtask qemu --arch x86_64 --demo`.
+//! `cargo xtask qemu --arch x86_64 --demo`. With the `defmt` feature
+//! (`cargo xtask qemu --arch x86_64 --demo --defmt`) it also logs each step's
+//! addresses, ranges, leaves and notifier events through defmt on COM2,
+//! formatted by the library types' own `defmt::Format`.
 #![no_std]
 #![no_main]
 
@@ -21,6 +24,17 @@ use mmu_notifier_kernel_x86_64::{self as h, machine::KernelMachine, println, Tal
 use mmu_notifier_x86::X86_64;
 
 h::entry!(main);
+
+/// A defmt log line (COM2), with the `defmt` feature only; otherwise it only
+/// borrows its arguments (so that they do not count as unused).
+macro_rules! dinfo {
+    ($fmt:literal $(, $arg:expr)* $(,)?) => {{
+        #[cfg(feature = "defmt")]
+        defmt::info!($fmt $(, $arg)*);
+        #[cfg(not(feature = "defmt"))]
+        let _ = ($(&$arg,)*);
+    }};
+}
 
 const PAGE: u64 = 4096;
 /// Page `i` of the demo's mapping.
@@ -137,6 +151,7 @@ impl Demo<'_> {
         self.step += 1;
         self.title = title;
         println!("[{}] {title}", self.step);
+        dinfo!("demo step {=u32}: {=str}", self.step, title);
     }
 
     /// Remembers the first unexpected observation (the demo goes on, so the
@@ -190,6 +205,14 @@ impl Demo<'_> {
         }
         for call in calls.iter().take(n).flatten() {
             println!("    notifier: {}", Shown(*call));
+            match *call {
+                Call::Release => dinfo!("notifier: release"),
+                Call::InvalidatePage(a) => dinfo!("notifier: invalidate_page {}", a),
+                Call::InvalidatePages(r) => dinfo!("notifier: invalidate_pages {}", r),
+                Call::AgePage(a, young) => dinfo!("notifier: age_page {} -> young={=bool}", a, young),
+                Call::RangeStart(r, e) => dinfo!("notifier: invalidate_range_start {} {}", r, e),
+                Call::RangeEnd(r, e) => dinfo!("notifier: invalidate_range_end {} {}", r, e),
+            }
         }
         n
     }
@@ -258,6 +281,12 @@ impl Demo<'_> {
         }
         let [f0, f1, f2, f3] = frames;
         println!("    {} -> frames {f0} {f1} {f2} {f3}", pages(0, 4).start());
+        dinfo!("mapped {} -> frames {} {} {} {}", pages(0, 4), f0, f1, f2, f3);
+        for i in 0..4 {
+            if let Some((leaf, level)) = mm.translate(va(i)) {
+                dinfo!("  {} -> {} (level {=usize})", va(i), leaf, level);
+            }
+        }
         // SAFETY: `mm` lives until the end of this function, and the CPU
         // leaves it first (`deactivate` below, or `free_table` on an early
         // return).
@@ -282,7 +311,11 @@ impl Demo<'_> {
         self.notified(shadow);
         self.cpu_write(1, 0x5555, Err(CpuFault::Protection));
         self.cpu_read(1, Ok(0x2b2b));
-        let shared = child.translate(va(0)).map(|(leaf, _)| (leaf.frame, leaf.prot.writable()));
+        let child_leaf = child.translate(va(0));
+        if let Some((leaf, _)) = child_leaf {
+            dinfo!("child {} -> {}", va(0), leaf);
+        }
+        let shared = child_leaf.map(|(leaf, _)| (leaf.frame, leaf.prot.writable()));
         match shared {
             Some((frame, false)) => println!("    child maps {} -> {frame} read-only (shared until a write)", va(0)),
             Some((frame, true)) => println!("    child maps {} -> {frame} writable", va(0)),
@@ -298,6 +331,7 @@ impl Demo<'_> {
         let changed = core_err("mprotect", mm.change_protection(pages(2, 2), Prot::READ))?;
         self.show_write(2, 0x3c3c, before, Ok(()), ", just before: the TLB caches it writable");
         println!("    {changed} pages changed");
+        dinfo!("mprotect {} to {}: {=usize} pages changed", pages(2, 2), Prot::READ, changed);
         self.notified(shadow);
         self.cpu_write(2, 0x5555, Err(CpuFault::Protection));
         self.cpu_read(2, Ok(0x3c3c));
