@@ -31,16 +31,32 @@
 use crate::sync::{spin_loop, AtomicUsize, Ordering::SeqCst, RawSpinLock};
 
 pub(crate) struct Srcu {
-    epoch: AtomicUsize,
-    readers: [AtomicUsize; 2],
+    epoch: CacheLine<AtomicUsize>,
+    readers: [CacheLine<AtomicUsize>; 2],
     writer: RawSpinLock,
+}
+
+/// Keeps a hot word on a cache line of its own, so a writer polling one
+/// counter, or flipping the epoch, does not steal the line a reader is
+/// incrementing (128 bytes: adjacent-line prefetchers pair lines).
+#[repr(align(128))]
+struct CacheLine<T>(T);
+
+impl<T> core::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl Srcu {
     pub(crate) fn new() -> Self {
         Self {
-            epoch: AtomicUsize::new(0),
-            readers: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            epoch: CacheLine(AtomicUsize::new(0)),
+            readers: [
+                CacheLine(AtomicUsize::new(0)),
+                CacheLine(AtomicUsize::new(0)),
+            ],
             writer: RawSpinLock::new(),
         }
     }
@@ -67,9 +83,15 @@ impl Srcu {
             self.epoch.store(old ^ 1, SeqCst);
             // Poll with plain loads (readers keep the line shared), but
             // accept zero only from a read-modify-write: see the module docs.
+            // Back off between polls, so a stream of readers is not slowed
+            // by the writer's traffic on their counter.
+            let mut pause = 1u32;
             while self.readers[old].load(SeqCst) != 0 || self.readers[old].fetch_add(0, SeqCst) != 0
             {
-                spin_loop();
+                for _ in 0..pause {
+                    spin_loop();
+                }
+                pause = (pause * 2).min(1024);
             }
         }
     }
