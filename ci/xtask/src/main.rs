@@ -23,7 +23,7 @@ fn usage() -> ExitCode {
         "usage: cargo xtask <command>\n\
          \n  setup                 install targets, components, the Miri nightly, the MSRV toolchain, QEMU\
          \n  test [--only STAGE[,STAGE]] [--skip STAGE[,STAGE]] [--list]\
-         \n                        the whole test matrix; stages: fmt clippy test doc loom miri qemu negative msrv\
+         \n                        the whole test matrix; stages: fmt clippy test package doc loom miri qemu negative msrv\
          \n  demo                  boot the demo kernels\
          \n  bench [--check]       run the benchmarks, rewrite BENCHMARKS.md (--check: idle instruction counts only)\
          \n  qemu --arch x86_64|s390x|all [--smp N] [--kvm] [--broken no-flush|no-notify|no-shootdown|no-grace] [--demo] [--defmt] [-- FILTER]\n"

@@ -353,7 +353,7 @@ fn steps() -> Vec<Step> {
             true,
         ),
         cargo_step(
-            "doc",
+            "package",
             "package",
             Cargo::new(&[
                 "package",

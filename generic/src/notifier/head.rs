@@ -135,6 +135,10 @@ struct Node {
     /// References handed out by `NotifierHead::get` (shared subscriptions).
     #[cfg(feature = "alloc")]
     users: AtomicUsize,
+    /// The `Box::into_raw` pointer of a shared subscription: the only one
+    /// allowed to free it (the list's pointer came from a shared borrow).
+    #[cfg(feature = "alloc")]
+    owner: AtomicPtr<()>,
 }
 
 impl Node {
@@ -175,6 +179,8 @@ impl<'h, N: MmuNotifier> Subscription<'h, N> {
                 vtable: Thunks::<N>::VTABLE,
                 #[cfg(feature = "alloc")]
                 users: AtomicUsize::new(0),
+                #[cfg(feature = "alloc")]
+                owner: AtomicPtr::new(ptr::null_mut()),
             },
             notifier,
             _pin: PhantomPinned,
@@ -906,9 +912,10 @@ mod shared {
                         .is_some_and(|id| id() == TypeId::of::<N>());
                     if same_type && node.state.load(Relaxed) == REGISTERED {
                         node.users.fetch_add(1, Relaxed);
+                        let owner = node.owner.load(Relaxed);
                         return Ok(SharedNotifier {
                             head: self,
-                            sub: p.cast::<Subscription<'h, N>>(),
+                            sub: owner.cast::<Subscription<'h, N>>().cast_const(),
                         });
                     }
                     p = node.next.load(Relaxed);
@@ -918,6 +925,8 @@ mod shared {
             sub.node.vtable = SharedThunks::<N>::VTABLE;
             sub.node.users = crate::sync::AtomicUsize::new(1);
             let raw = Box::into_raw(Box::new(sub));
+            // SAFETY: just allocated; nobody else can see it yet.
+            unsafe { &*raw }.node.owner.store(raw.cast(), Relaxed);
             // SAFETY: the box is never moved, and freed only by the last
             // `SharedNotifier` (or below), after its Drop unregistered it.
             let pinned = unsafe { Pin::new_unchecked(&*raw) };
