@@ -52,17 +52,21 @@ pub fn all<M: Machine>() -> [Case<M>; 14] {
     ]
 }
 
-type Space<'m, M> = AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames>;
+/// The address space a case builds on machine `M`.
+pub(crate) type Space<'m, M> = AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames>;
 
-fn page<M: Machine>() -> u64 {
+/// The arch's base page size.
+pub(crate) fn page<M: Machine>() -> u64 {
     <M::Arch as Arch>::PAGE_SIZE
 }
 
-fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
+/// The address of page `page_index` of the test window.
+pub(crate) fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
     VirtAddr(m.test_base().0 + page_index * page::<M>())
 }
 
-fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
+/// `count` pages of the test window from page `first`.
+pub(crate) fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
     PageRange::from_pages(va(m, first), count, page::<M>()).expect("test ranges are valid")
 }
 
@@ -70,7 +74,8 @@ fn marker(i: u64) -> u64 {
     0x6d6d_755f_0000_0000 | i
 }
 
-fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failure> {
+/// A fresh address space on `m`'s arch and frames.
+pub(crate) fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failure> {
     match AddressSpace::new(m.arch(), m.frames()) {
         Ok(mm) => Ok(mm),
         Err(e) => Err(crate::Failure::new(format_args!(
@@ -88,6 +93,7 @@ fn map_pages<M: Machine>(m: &M, mm: &Space<'_, M>, first: u64, count: u64, prot:
         };
         m.write_phys(frame, marker(i));
         if let Err(e) = mm.map(va(m, i), frame, prot) {
+            m.free_frame(frame);
             return Err(crate::Failure::new(format_args!("map page {i}: {e}")));
         }
     }
@@ -140,7 +146,8 @@ fn coherent<A: Arch, F: mmu_notifier_core::FrameAllocator>(
     Ok(())
 }
 
-fn finish<M: Machine>(m: &M, mm: &Space<'_, M>) -> Outcome {
+/// Switches the CPU away and tears `mm` down, freeing its frames.
+pub(crate) fn finish<M: Machine>(m: &M, mm: &Space<'_, M>) -> Outcome {
     m.deactivate();
     let r = mm.teardown(&mut |r: Reusable| m.free_frame(r.into_frame()));
     ensure!(r.is_ok(), "teardown failed: {r:?}");

@@ -6,10 +6,10 @@ use core::pin::pin;
 
 use mmu_notifier_core::interval::{IntervalNotifiers, IntervalSub};
 use mmu_notifier_core::{
-    AddressSpace, Arch, CopyMode, Event, InvalidateRange, PageRange, PhysAddr, Prot, Reusable,
-    Subscription, VirtAddr,
+    AddressSpace, Arch, CopyMode, Event, InvalidateRange, PhysAddr, Prot, Reusable, Subscription,
 };
 
+use crate::cases::{finish, new_space, page, pages, va, Space};
 use crate::device::{Device, DeviceFault, Invalidation, LOG};
 use crate::{ensure, Case, Failure, Machine, Outcome};
 
@@ -38,28 +38,10 @@ pub fn all<M: Machine>() -> [Case<M>; 7] {
     ]
 }
 
-type Space<'m, M> = AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames>;
 type Dev<'a> = IntervalSub<'a, Device>;
-
-fn page<M: Machine>() -> u64 {
-    <M::Arch as Arch>::PAGE_SIZE
-}
-
-fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
-    VirtAddr(m.test_base().0 + page_index * page::<M>())
-}
-
-fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
-    PageRange::from_pages(va(m, first), count, page::<M>()).expect("test ranges are valid")
-}
 
 fn fail(args: core::fmt::Arguments<'_>) -> Failure {
     Failure::new(args)
-}
-
-fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, Failure> {
-    AddressSpace::new(m.arch(), m.frames())
-        .map_err(|e| fail(format_args!("cannot create an address space: {e}")))
 }
 
 /// Maps `count` pages from page index `first`, each to a fresh frame.
@@ -124,12 +106,6 @@ fn log(dev: &Device) -> ([Option<Invalidation>; LOG], usize) {
 
 fn free_all<M: Machine>(m: &M) -> impl FnMut(Reusable) + '_ {
     move |r: Reusable| m.free_frame(r.into_frame())
-}
-
-fn finish<M: Machine>(m: &M, mm: &Space<'_, M>) -> Outcome {
-    let r = mm.teardown(&mut free_all(m));
-    ensure!(r.is_ok(), "teardown failed: {r:?}");
-    Ok(())
 }
 
 fn interval_device_stays_coherent_through_every_call_site<M: Machine>(m: &M) -> Outcome {
