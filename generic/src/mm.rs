@@ -307,12 +307,18 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
     pub fn translate(&self, va: VirtAddr) -> Option<(Leaf, usize)> {
         A::check_addr(va).ok()?;
         let _ptl = self.lock_live().ok()?;
+        self.find_leaf(va).map(|(_, leaf, l)| (leaf, l))
+    }
+
+    /// The entry, decoded leaf and level translating `va`, at whatever
+    /// level the leaf sits. Caller holds the page-table lock.
+    fn find_leaf(&self, va: VirtAddr) -> Option<(&AtomicU64, Leaf, usize)> {
         let mut table = self.root;
         for l in 0..A::LEVELS.len() {
             let e = &self.table(table, l)[A::LEVELS[l].index(va)];
             match A::decode(l, e.load(Ordering::Acquire)) {
                 Entry::Table(next) if l < Self::LAST => table = next,
-                Entry::Leaf(leaf) => return Some((leaf, l)),
+                Entry::Leaf(leaf) => return Some((e, leaf, l)),
                 _ => return None,
             }
         }
@@ -334,15 +340,7 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         range: PageRange,
         free: &mut dyn FnMut(Reusable),
     ) -> Result<usize, Error> {
-        self.validate(range, A::PAGE_SIZE)?;
-        let _ptl = self.lock_live()?;
-        self.for_each_entry(range, Self::LAST, &mut |_, _| Ok(()))?;
-        let guard = self
-            .notifiers
-            .invalidate_range_start(InvalidateRange::new(range, Event::Unmap));
-        let n = self.clear_leaves(range, Self::LAST, free);
-        guard.end();
-        Ok(n)
+        self.zap(range, free, true)
     }
 
     /// [`zap_range`](Self::zap_range) from a context that must not sleep
@@ -358,12 +356,24 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         range: PageRange,
         free: &mut dyn FnMut(Reusable),
     ) -> Result<usize, Error> {
+        self.zap(range, free, false)
+    }
+
+    fn zap(
+        &self,
+        range: PageRange,
+        free: &mut dyn FnMut(Reusable),
+        may_block: bool,
+    ) -> Result<usize, Error> {
         self.validate(range, A::PAGE_SIZE)?;
         let _ptl = self.lock_live()?;
         self.for_each_entry(range, Self::LAST, &mut |_, _| Ok(()))?;
-        let guard = self
-            .notifiers
-            .try_invalidate_range_start_nonblock(InvalidateRange::new(range, Event::Unmap))?;
+        let unmap = InvalidateRange::new(range, Event::Unmap);
+        let guard = if may_block {
+            self.notifiers.invalidate_range_start(unmap)
+        } else {
+            self.notifiers.try_invalidate_range_start_nonblock(unmap)?
+        };
         let n = self.clear_leaves(range, Self::LAST, free);
         guard.end();
         Ok(n)
@@ -667,21 +677,13 @@ impl<'a, A: Arch, F: FrameAllocator> AddressSpace<'a, A, F> {
         let range = PageRange::from_pages(va, 1, A::PAGE_SIZE)?;
         self.validate(range, A::PAGE_SIZE)?;
         let _ptl = self.lock_live()?;
-        let mut table = self.root;
-        for l in 0..A::LEVELS.len() {
-            let e = &self.table(table, l)[A::LEVELS[l].index(va)];
-            match A::decode(l, e.load(Ordering::Acquire)) {
-                Entry::Table(next) if l < Self::LAST => table = next,
-                Entry::Leaf(_) => {
-                    let base = VirtAddr(va.0 & !(A::LEVELS[l].entry_span() - 1));
-                    // SAFETY: a valid leaf found by walking under the lock.
-                    let slot = unsafe { self.slot(e, base, l) };
-                    return Ok(f(&slot));
-                }
-                _ => return Ok(false),
-            }
-        }
-        Ok(false)
+        let Some((e, _, l)) = self.find_leaf(va) else {
+            return Ok(false);
+        };
+        let base = VirtAddr(va.0 & !(A::LEVELS[l].entry_span() - 1));
+        // SAFETY: a valid leaf found by walking under the lock.
+        let slot = unsafe { self.slot(e, base, l) };
+        Ok(f(&slot))
     }
 
     /// Tears the address space down (the seed's `exit_mmap`): marks it
