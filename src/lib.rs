@@ -24,32 +24,38 @@
 //! ```
 //! # #[cfg(target_arch = "x86_64")] {
 //! use core::pin::pin;
+//! use core::ptr::NonNull;
 //! use std::alloc::{alloc_zeroed, dealloc, Layout};
 //! use std::sync::Mutex;
 //!
 //! use mmu_notifier::native::X86_64;
 //! use mmu_notifier::{
-//!     AddressSpace, FrameAllocator, MmuNotifier, PageRange, PhysAddr, Prot, Subscription, VirtAddr,
+//!     AddressSpace, Callbacks, MmuNotifier, PageRange, PhysAddr, Prot, Subscription,
+//!     TableMemory, VirtAddr,
 //! };
 //!
 //! /// The kernel's page allocator. Here: host memory, whose addresses
 //! /// stand in for physical ones (an identity direct map).
 //! struct Pages;
 //!
-//! // SAFETY: each allocation is exclusively the caller's until freed,
-//! // aligned to its size, and reachable at its own address, which is what
-//! // `X86_64::identity()` maps physical addresses to.
-//! unsafe impl FrameAllocator for Pages {
+//! // SAFETY: 1. each allocation is exclusively the caller's until freed,
+//! // `bytes` long and aligned; 2. it is reachable at its own address, with
+//! // the provenance exposed here; 3. there is no hardware walker on the
+//! // host, so that address is also the "physical" one.
+//! unsafe impl TableMemory for Pages {
 //!     fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
 //!         let layout = Layout::from_size_align(bytes, bytes).ok()?;
 //!         // SAFETY: the layout has a non-zero size.
 //!         let p = unsafe { alloc_zeroed(layout) };
-//!         (!p.is_null()).then(|| PhysAddr(p as u64))
+//!         (!p.is_null()).then(|| PhysAddr(p.expose_provenance() as u64))
 //!     }
 //!     unsafe fn free_table(&self, pa: PhysAddr, bytes: usize) {
 //!         let layout = Layout::from_size_align(bytes, bytes).unwrap();
 //!         // SAFETY: allocated by `alloc_table` with this layout.
-//!         unsafe { dealloc(pa.0 as *mut u8, layout) };
+//!         unsafe { dealloc(self.phys_to_virt(pa).as_ptr(), layout) };
+//!     }
+//!     fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
+//!         NonNull::new(core::ptr::with_exposed_provenance_mut(pa.0 as usize)).unwrap()
 //!     }
 //! }
 //!
@@ -58,6 +64,11 @@
 //! struct Iotlb(Mutex<Vec<VirtAddr>>);
 //!
 //! impl MmuNotifier for Iotlb {
+//!     // A plain IOTLB drops pages as they are unmapped: per-page calls and
+//!     // release are all it needs.
+//!     fn callbacks(&self) -> Callbacks {
+//!         Callbacks::PER_PAGE
+//!     }
 //!     fn invalidate_page(&self, addr: VirtAddr) {
 //!         self.0.lock().unwrap().retain(|&a| a != addr);
 //!     }
@@ -70,8 +81,10 @@
 //! }
 //!
 //! # fn main() -> Result<(), mmu_notifier::Error> {
-//! let arch = X86_64::identity();
-//! let mm = AddressSpace::new(&arch, &Pages)?;
+//! // SAFETY: host memory: no CPU walks these tables, so flushing the local
+//! // TLB only (here: nothing) is all any CPU needs.
+//! let arch = unsafe { X86_64::local_only() };
+//! let mm: AddressSpace<'_, X86_64, Pages> = AddressSpace::new(&arch, &Pages)?;
 //! let iotlb = pin!(Subscription::new(Iotlb::default()));
 //! mm.notifiers().register(iotlb.as_ref())?;
 //!
@@ -101,6 +114,7 @@
 //! See the README for the design, the supported targets and the test
 //! matrix.
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks,

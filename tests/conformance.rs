@@ -48,8 +48,8 @@ impl Machine for Host {
     fn test_base(&self) -> VirtAddr {
         VirtAddr(0x0000_0080_0000_0000)
     }
-    fn huge_level(&self) -> Option<usize> {
-        Some(2)
+    fn huge_level(&self) -> Option<mmu_notifier::Level<Emu>> {
+        Some(mmu_notifier::Level::new(2))
     }
 }
 

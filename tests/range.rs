@@ -66,7 +66,9 @@ impl MmuNotifier for Counter {
 struct RangeOnly(Counter);
 
 impl MmuNotifier for RangeOnly {
-    const CALLBACKS: Callbacks = Callbacks::RANGE.union(Callbacks::RELEASE);
+    fn callbacks(&self) -> Callbacks {
+        Callbacks::RANGE.union(Callbacks::RELEASE)
+    }
     fn invalidate_page(&self, a: VirtAddr) {
         self.0.invalidate_page(a);
     }
@@ -83,7 +85,9 @@ impl MmuNotifier for RangeOnly {
 struct SharedTables(Counter);
 
 impl MmuNotifier for SharedTables {
-    const CALLBACKS: Callbacks = Callbacks::SECONDARY_TLB;
+    fn callbacks(&self) -> Callbacks {
+        Callbacks::SECONDARY_TLB
+    }
     fn invalidate_secondary_tlbs(&self, range: PageRange) {
         self.0.secondary_tlbs.lock().unwrap().push(range);
     }
@@ -93,7 +97,9 @@ impl MmuNotifier for SharedTables {
 struct Both;
 
 impl MmuNotifier for Both {
-    const CALLBACKS: Callbacks = Callbacks::SECONDARY_TLB.union(Callbacks::RANGE);
+    fn callbacks(&self) -> Callbacks {
+        Callbacks::SECONDARY_TLB.union(Callbacks::RANGE)
+    }
 }
 
 #[test]

@@ -78,12 +78,39 @@ pub enum Error {
     /// An operation between two address spaces was given the same one
     /// twice (fork into itself).
     SameAddressSpace,
-    /// Registering or unregistering from inside a callback, or inside a
-    /// range invalidation, of the same head would wait for a grace period
-    /// that this CPU itself holds open; refused. Detected only once the
-    /// kernel has told the core how to identify CPUs
-    /// ([`set_cpu_id_source`](crate::notifier::set_cpu_id_source)).
+    /// Registering, unregistering or releasing from inside a callback, or
+    /// inside a range invalidation, of the same kernel would wait for a
+    /// grace period that the calling task itself holds open; refused.
+    /// Detected where the kernel's grace-period domain can tell
+    /// ([`Rcu::task_is_reading`](crate::kernel::Rcu::task_is_reading)).
     InsideCallback,
+    /// A physical address (a frame, or a table the allocator gave) lies
+    /// beyond what an entry of this architecture can hold.
+    PhysOutOfRange {
+        /// The offending physical address.
+        addr: u64,
+        /// The first physical address that cannot be mapped.
+        limit: u64,
+    },
+    /// A per-page helper was given an entry that is not a valid leaf (a
+    /// table, or an entry already cleared); nothing was changed.
+    NotALeaf {
+        /// The address the entry translates.
+        addr: u64,
+    },
+    /// A per-page helper was given a leaf outside the open range
+    /// invalidation it was given: range and interval notifiers were not
+    /// told about it, so its frame cannot come back; nothing was changed.
+    NotAnnounced {
+        /// The address the leaf translates.
+        addr: u64,
+    },
+    /// A copy-on-write leaf cannot be made writable in place: its frame is
+    /// shared with another address space and must be copied first.
+    CopyOnWrite {
+        /// The address the leaf translates.
+        addr: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -128,7 +155,22 @@ impl fmt::Display for Error {
                 f.write_str("source and destination are the same address space")
             }
             Error::InsideCallback => f.write_str(
-                "cannot register or unregister from inside a callback or range invalidation of the same address space: it would wait for itself",
+                "cannot register, unregister or release from inside a notifier callback or range invalidation of the same kernel: it would wait for itself",
+            ),
+            Error::PhysOutOfRange { addr, limit } => write!(
+                f,
+                "physical address {addr:#x} is beyond what an entry can hold (limit {limit:#x})"
+            ),
+            Error::NotALeaf { addr } => {
+                write!(f, "the entry translating {addr:#x} is not a valid leaf")
+            }
+            Error::NotAnnounced { addr } => write!(
+                f,
+                "the leaf at {addr:#x} lies outside the open range invalidation: its notifiers were not told"
+            ),
+            Error::CopyOnWrite { addr } => write!(
+                f,
+                "the copy-on-write leaf at {addr:#x} cannot be made writable in place: copy its frame first"
             ),
         }
     }

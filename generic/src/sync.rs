@@ -9,7 +9,9 @@
 //! those words, so they are always real `core` atomics.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 #[cfg(not(loom))]
 #[cfg_attr(
@@ -19,7 +21,23 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsiz
         reason = "only the notifier list needs the pointer and counter atomics"
     )
 )]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
+
+/// Defines a constructor that is a `const fn` on real atomics and a plain
+/// `fn` under loom, whose atomics cannot be built in const context.
+macro_rules! loom_const_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$attr])*
+        #[cfg(not(loom))]
+        $vis const fn $name($($arg: $ty),*) -> $ret $body
+        $(#[$attr])*
+        #[cfg(loom)]
+        $vis fn $name($($arg: $ty),*) -> $ret $body
+    };
+}
+pub(crate) use loom_const_fn;
 
 /// Called in every busy-wait loop: a CPU hint on hardware, a yield under loom
 /// (so the model checker schedules the thread we wait for).
@@ -38,13 +56,30 @@ pub(crate) struct RawSpinLock {
 }
 
 impl RawSpinLock {
-    pub(crate) fn new() -> Self {
-        Self {
-            locked: AtomicBool::new(false),
+    loom_const_fn! {
+        pub(crate) fn new() -> RawSpinLock {
+            RawSpinLock {
+                locked: AtomicBool::new(false),
+            }
         }
     }
 
+    /// Takes the lock, spinning with CPU hints while it is held.
+    #[cfg_attr(
+        not(feature = "notifier"),
+        expect(
+            dead_code,
+            reason = "only the interval notifiers spin without a kernel"
+        )
+    )]
     pub(crate) fn lock(&self) -> RawSpinGuard<'_> {
+        self.lock_with(|_| spin_loop())
+    }
+
+    /// Takes the lock, calling `wait(round)` between attempts (a kernel's
+    /// way to wait: yield, sleep, or spin).
+    pub(crate) fn lock_with(&self, wait: impl Fn(u32)) -> RawSpinGuard<'_> {
+        let mut round = 0u32;
         loop {
             if self
                 .locked
@@ -54,7 +89,8 @@ impl RawSpinLock {
                 return RawSpinGuard { lock: self };
             }
             while self.locked.load(Ordering::Relaxed) {
-                spin_loop();
+                wait(round);
+                round = round.saturating_add(1);
             }
         }
     }

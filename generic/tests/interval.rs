@@ -189,7 +189,7 @@ fn release_invalidates_every_interval_once_with_release_event() {
     for (i, s) in subs.iter().enumerate() {
         insert(mgr.notifier(), s.as_ref(), 100 * i as u64, 3);
     }
-    head.release();
+    head.release().unwrap();
     for (i, s) in subs.iter().enumerate() {
         let calls = s.ops().calls();
         assert_eq!(calls.len(), 1, "release reaches each interval once");
@@ -279,7 +279,10 @@ proptest! {
     /// exactly the inserted intervals a linear scan says overlap it.
     #[test]
     fn dispatch_agrees_with_a_linear_scan(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
-        let mgr = IntervalNotifiers::new();
+        let head = NotifierHead::new();
+        let manager = pin!(Subscription::new(IntervalNotifiers::new()));
+        head.register(manager.as_ref()).unwrap();
+        let mgr = manager.notifier();
         let subs: Vec<_> = (0..12).map(|_| new_sub()).collect();
         let mut inserted: Vec<Option<(u64, u64)>> = vec![None; subs.len()];
         let mut expected: Vec<usize> = vec![0; subs.len()];
@@ -298,9 +301,7 @@ proptest! {
                     inserted[i] = None;
                 }
                 Op::Invalidate(first, count) => {
-                    let range = unmap(first, count);
-                    mgr.invalidate_range_start(&range).unwrap();
-                    mgr.invalidate_range_end(&range);
+                    head.invalidate_range_start(unmap(first, count)).end();
                     for (i, iv) in inserted.iter().enumerate() {
                         if iv.is_some_and(|(s, e)| s < first + count && first < e) {
                             expected[i] += 1;
@@ -789,15 +790,51 @@ fn bad_intervals_and_double_inserts_are_refused() {
 
 #[test]
 fn an_interval_at_the_top_of_the_address_space_is_invalidated() {
-    let mgr = IntervalNotifiers::new();
-    let sub = new_sub();
-    let top = VirtAddr(u64::MAX - PAGE + 1);
-    mgr.insert(sub.as_ref(), top, PAGE).unwrap();
-    let range = InvalidateRange::new(
-        PageRange::new(top, VirtAddr(u64::MAX), 1).unwrap(),
-        Event::Unmap,
-    );
-    mgr.invalidate_range_start(&range).unwrap();
-    mgr.invalidate_range_end(&range);
-    assert_eq!(sub.ops().calls().len(), 1);
+    with_head(|head, mgr| {
+        let sub = new_sub();
+        let top = VirtAddr(u64::MAX - PAGE + 1);
+        mgr.insert(sub.as_ref(), top, PAGE).unwrap();
+        let range = InvalidateRange::new(
+            PageRange::new(top, VirtAddr(u64::MAX), 1).unwrap(),
+            Event::Unmap,
+        );
+        head.invalidate_range_start(range).end();
+        assert_eq!(sub.ops().calls().len(), 1);
+    });
+}
+
+/// `IntervalNotifiers` is an `MmuNotifier`, so safe code can call its
+/// trait methods; the range pair and release reach the manager only from
+/// the core, so such calls change nothing. (Before, an `end` without a
+/// `start` underflowed the count of running invalidations, and the next
+/// start let `insert` change the tree under its walk.)
+#[test]
+fn direct_trait_calls_cannot_unbalance_the_manager() {
+    with_head(|head, mgr| {
+        let sub = new_sub();
+        insert(mgr, sub.as_ref(), 0, 1);
+        let r = unmap(0, 1);
+        mgr.invalidate_range_end(&r);
+        mgr.invalidate_range_end(&r);
+        assert!(
+            !mgr.is_invalidating(),
+            "a direct end does not touch the manager"
+        );
+        assert_eq!(mgr.invalidate_range_start(&r), Ok(()));
+        assert!(
+            !mgr.is_invalidating(),
+            "a direct start does not freeze the tree"
+        );
+        mgr.release();
+        assert_eq!(sub.ops().calls(), [], "no interval was called");
+        // The manager still works as the core drives it.
+        let guard = head.invalidate_range_start(r);
+        assert!(mgr.is_invalidating(), "the core's start reaches it");
+        let late = new_sub();
+        insert(mgr, late.as_ref(), 0, 1);
+        guard.end();
+        assert!(!mgr.is_invalidating(), "and its end");
+        assert_eq!(sub.ops().calls().len(), 1);
+        assert!(late.is_inserted());
+    });
 }

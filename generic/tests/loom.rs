@@ -246,7 +246,7 @@ fn release_racing_invalidate_and_drop_releases_once() {
             free(dropped_memory);
         });
 
-        head.release();
+        head.release().unwrap();
 
         assert_eq!(
             kept.notifier().releases.load(SeqCst),

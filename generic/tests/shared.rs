@@ -75,7 +75,7 @@ fn get_returns_one_shared_notifier_and_the_last_put_frees_it() {
     let o = head.get(|| Other).unwrap();
     assert_eq!(MADE.load(Ordering::SeqCst), 2);
     drop((d, o));
-    head.release();
+    head.release().unwrap();
     assert_eq!(
         head.get(|| Other).err(),
         Some(Error::Released),

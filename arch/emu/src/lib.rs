@@ -16,7 +16,8 @@
 //!
 //! The entry format is x86-64's subset: 4 levels of 512 entries, present
 //! bit 0, writable 1, user 2, accessed 5, dirty 6, huge 7 (2 MiB leaves at
-//! level 2), no-execute 63, 48-bit addresses (no canonical upper half).
+//! level 2), copy-on-write 9 (software), no-execute 63, 48-bit addresses
+//! (no canonical upper half), 52-bit physical addresses.
 //!
 //! Build with `--cfg mmu_notifier_broken="no-flush"` to get an emulator
 //! whose flushes do nothing: the negative checks prove the suites fail.
@@ -26,8 +27,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use mmu_notifier_core::arch::{Arch, Entry, Leaf, Level, PendingFlush, Prot, PteSlot};
-use mmu_notifier_core::{Error, FrameAllocator, PhysAddr, VirtAddr};
+use core::ptr::NonNull;
+
+use mmu_notifier_core::arch::{
+    Arch, Entry, Leaf, Level, LevelGeometry, PendingFlush, Prot, PteSlot,
+};
+use mmu_notifier_core::{Error, PhysAddr, TableMemory, VirtAddr};
 
 /// Size of an emulated frame and of every emulated table.
 pub const FRAME_SIZE: u64 = 4096;
@@ -38,30 +43,31 @@ const U: u64 = 1 << 2;
 const A: u64 = 1 << 5;
 const D: u64 = 1 << 6;
 const PS: u64 = 1 << 7;
+const COW: u64 = 1 << 9;
 const NX: u64 = 1 << 63;
 const ADDR: u64 = 0x000f_ffff_ffff_f000;
 const VA_LIMIT: u64 = 1 << 47;
 
-const LEVELS: &[Level] = &[
-    Level {
+const LEVELS: &[LevelGeometry] = &[
+    LevelGeometry {
         shift: 39,
         index_bits: 9,
         table_bytes: 4096,
         leaf: false,
     },
-    Level {
+    LevelGeometry {
         shift: 30,
         index_bits: 9,
         table_bytes: 4096,
         leaf: false,
     },
-    Level {
+    LevelGeometry {
         shift: 21,
         index_bits: 9,
         table_bytes: 4096,
         leaf: true,
     },
-    Level {
+    LevelGeometry {
         shift: 12,
         index_bits: 9,
         table_bytes: 4096,
@@ -353,12 +359,12 @@ impl Emu {
         Err(Fault::NotMapped)
     }
 
-    fn flush_page_all_cpus(&self, va: VirtAddr, level: usize) {
+    fn flush_page_all_cpus(&self, va: VirtAddr, level: Level<Self>) {
         if cfg!(mmu_notifier_broken = "no-flush") {
             return;
         }
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        let span = LEVELS[level].entry_span();
+        let span = level.entry_span();
         let first = (va.0 & !(span - 1)) >> 12;
         let pages = span >> 12;
         for cpu in &self.cpus {
@@ -389,16 +395,19 @@ impl Drop for Emu {
     }
 }
 
-// SAFETY: the levels and encodings below match the emulated walker in
-// `Emu::walk`; table memory is host memory at its own address; every
-// primitive changes the entry with an atomic read-modify-write before
-// returning; `flush_tlb_page` removes the translation from every emulated
-// CPU's TLB before returning (except in the deliberately broken build).
+// SAFETY: 1. the levels and encodings below match the emulated walker in
+// `Emu::walk`, and round-trip (COW and the permissions in their own bits);
+// 2. `check_addr` refuses what the walker cannot translate, and entries
+// hold 52-bit frames (ADDR); 3. every primitive changes the entry with an
+// atomic read-modify-write before returning; 4. `flush_tlb_page` removes
+// the translation from every emulated CPU's TLB before returning (except
+// in the deliberately broken build).
 unsafe impl Arch for Emu {
     const NAME: &'static str = "emu";
-    const LEVELS: &'static [Level] = LEVELS;
+    const LEVELS: &'static [LevelGeometry] = LEVELS;
+    const PHYS_ADDR_BITS: u32 = 52;
 
-    fn invalid_entry(_level: usize) -> u64 {
+    fn invalid_entry(_level: Level<Self>) -> u64 {
         0
     }
 
@@ -413,11 +422,11 @@ unsafe impl Arch for Emu {
         }
     }
 
-    fn decode(level: usize, raw: u64) -> Entry {
+    fn decode(level: Level<Self>, raw: u64) -> Entry {
         if raw & P == 0 {
             return Entry::Invalid;
         }
-        let last = level == LEVELS.len() - 1;
+        let last = level.is_last();
         if !last && raw & PS == 0 {
             return Entry::Table(PhysAddr(raw & ADDR));
         }
@@ -436,31 +445,36 @@ unsafe impl Arch for Emu {
             prot,
             young: raw & A != 0,
             dirty: raw & D != 0,
+            cow: raw & COW != 0,
         })
     }
 
-    fn encode_table(_level: usize, table: PhysAddr) -> u64 {
+    fn encode_table(_level: Level<Self>, table: PhysAddr) -> u64 {
         table.0 | P | W | U
     }
 
-    fn encode_leaf(level: usize, frame: PhysAddr, prot: Prot) -> u64 {
-        let huge = if level == LEVELS.len() - 1 { 0 } else { PS };
+    fn encode_leaf(level: Level<Self>, frame: PhysAddr, prot: Prot) -> u64 {
+        let huge = if level.is_last() { 0 } else { PS };
         frame.0 | P | huge | Self::prot_bits(prot)
     }
 
-    fn leaf_with_prot(_level: usize, raw: u64, prot: Prot) -> u64 {
+    fn leaf_with_prot(_level: Level<Self>, raw: u64, prot: Prot) -> u64 {
         (raw & !(W | U | NX)) | Self::prot_bits(prot)
     }
 
-    fn phys_to_virt(&self, pa: PhysAddr) -> *mut u8 {
-        core::ptr::with_exposed_provenance_mut(pa.0 as usize)
+    fn leaf_with_cow(_level: Level<Self>, raw: u64, cow: bool) -> u64 {
+        if cow {
+            raw | COW
+        } else {
+            raw & !COW
+        }
     }
 
-    unsafe fn set_pte_at(&self, slot: &PteSlot<'_>, raw: u64) {
+    unsafe fn set_pte_at(&self, slot: &PteSlot<'_, Self>, raw: u64) {
         slot.word().store(raw, Ordering::Release);
     }
 
-    unsafe fn ptep_modify(&self, slot: &PteSlot<'_>, new: u64) -> PendingFlush<'_, Self> {
+    unsafe fn ptep_modify(&self, slot: &PteSlot<'_, Self>, new: u64) -> PendingFlush<'_, Self> {
         let mut old = slot.read();
         // Keep A/D that the walker sets meanwhile.
         while let Err(now) = slot.word().compare_exchange(
@@ -474,20 +488,20 @@ unsafe impl Arch for Emu {
         PendingFlush::new(self, slot.va(), slot.level(), old)
     }
 
-    unsafe fn ptep_get_and_clear(&self, slot: &PteSlot<'_>) -> PendingFlush<'_, Self> {
+    unsafe fn ptep_get_and_clear(&self, slot: &PteSlot<'_, Self>) -> PendingFlush<'_, Self> {
         let old = slot.word().swap(0, Ordering::AcqRel);
         PendingFlush::new(self, slot.va(), slot.level(), old)
     }
 
-    unsafe fn ptep_test_and_clear_young(&self, slot: &PteSlot<'_>) -> bool {
+    unsafe fn ptep_test_and_clear_young(&self, slot: &PteSlot<'_, Self>) -> bool {
         slot.word().fetch_and(!A, Ordering::AcqRel) & A != 0
     }
 
-    unsafe fn flush_tlb_page(&self, va: VirtAddr, level: usize) {
+    fn flush_tlb_page(&self, va: VirtAddr, level: Level<Self>) {
         self.flush_page_all_cpus(va, level);
     }
 
-    unsafe fn flush_tlb_all(&self) {
+    fn flush_tlb_all(&self) {
         if cfg!(mmu_notifier_broken = "no-flush") {
             return;
         }
@@ -513,15 +527,22 @@ impl Emu {
     }
 }
 
-// SAFETY: tables are frames of the arena: exclusively the caller's until
-// freed, 4 KiB-aligned (every emulated table is 4 KiB), and reachable at
-// their own address, which is what `phys_to_virt` returns.
-unsafe impl FrameAllocator for Emu {
+// SAFETY: 1. tables are frames of the arena: exclusively the caller's until
+// freed, 4 KiB long and aligned (every emulated table is 4 KiB); 2. a frame's
+// "physical address" is its host address (exposed when allocated), valid
+// while the `Emu` lives; 3. the emulated walker reads entries at that same
+// address (`Emu::word`).
+unsafe impl TableMemory for Emu {
     fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
         (bytes as u64 <= FRAME_SIZE).then(|| self.alloc_frame())
     }
 
     unsafe fn free_table(&self, pa: PhysAddr, _bytes: usize) {
         self.free_frame(pa);
+    }
+
+    fn phys_to_virt(&self, pa: PhysAddr) -> NonNull<u8> {
+        NonNull::new(core::ptr::with_exposed_provenance_mut(pa.0 as usize))
+            .expect("frames are host allocations, never at address 0")
     }
 }

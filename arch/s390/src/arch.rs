@@ -6,10 +6,11 @@
 //! [`mmu_notifier_core::pgtable`] wraps these primitives with the notifier
 //! step, where no override here can skip it.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use mmu_notifier_core::{
-    Arch, Entry, Error, Flushed, Leaf, Level, PendingFlush, PhysAddr, Prot, PteSlot, VirtAddr,
+    Arch, Entry, Error, Flushed, Leaf, Level, LevelGeometry, PendingFlush, PhysAddr, Prot, PteSlot,
+    VirtAddr,
 };
 
 use crate::dat::{PageTableEntry as Pte, RegionTableEntry, SegmentTableEntry as Ste, TableType};
@@ -18,66 +19,42 @@ use crate::hw;
 /// z/Architecture DAT with a region-first root: 64-bit virtual addresses,
 /// 4 KiB pages, 1 MiB large segments (EDAT-1).
 ///
-/// Holds where table memory is mapped: the CPU reaches physical address
-/// `pa` at virtual `pa + phys_offset`. IPTE and IDTE take *real* table
-/// addresses, so the primitives convert back (`ptr - phys_offset`): the
-/// offset must be the one the [`mmu_notifier_core::FrameAllocator`]'s
-/// `unsafe impl` vouches for (tables "reachable through `phys_to_virt`").
+/// It holds nothing: where table memory lives is the
+/// [`TableMemory`](mmu_notifier_core::TableMemory) implementation's
+/// business, and IPTE/IDTE take the *real* address of the entry from the
+/// slot (which the walker computed from the table's physical address).
 ///
 /// On s390x the primitives execute privileged instructions (IPTE, IDTE,
 /// RRBE, ISKE, CSP): supervisor state only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct S390x {
-    phys_offset: u64,
-}
+pub struct S390x;
 
 impl S390x {
-    /// Index in [`Arch::LEVELS`] of the region-first table (the root).
-    pub const REGION_FIRST: usize = 0;
-    /// Index of the region-second table.
-    pub const REGION_SECOND: usize = 1;
-    /// Index of the region-third table.
-    pub const REGION_THIRD: usize = 2;
-    /// Index of the segment table; its leaves are 1 MiB large pages (pass
-    /// it to `AddressSpace::map_huge` only on machines with EDAT-1: without
-    /// it the CPU ignores the FC bit and walks the frame as a page table).
-    pub const SEGMENT: usize = 3;
-    /// Index of the page table (4 KiB leaves).
-    pub const PAGE: usize = 4;
+    /// The region-first table (the root).
+    pub const REGION_FIRST: Level<S390x> = Level::new(0);
+    /// The region-second table.
+    pub const REGION_SECOND: Level<S390x> = Level::new(1);
+    /// The region-third table.
+    pub const REGION_THIRD: Level<S390x> = Level::new(2);
+    /// The segment table; its leaves are 1 MiB large pages (pass it to
+    /// `AddressSpace::map_huge` only on machines with EDAT-1: without it
+    /// the CPU ignores the FC bit and walks the frame as a page table).
+    pub const SEGMENT: Level<S390x> = Level::new(3);
+    /// The page table (4 KiB leaves).
+    pub const PAGE: Level<S390x> = Level::new(4);
 
-    /// Tables at physical address `pa` are reached at virtual `pa` (DAT off,
-    /// or an identity map, as in the QEMU test kernels; or host tests where
-    /// a pointer value stands for a physical address).
-    pub const fn identity() -> Self {
-        Self { phys_offset: 0 }
-    }
-
-    /// Tables at physical address `pa` are reached at virtual
-    /// `pa + phys_offset` (a direct map at an offset, wrapping).
-    pub const fn with_phys_offset(phys_offset: u64) -> Self {
-        Self { phys_offset }
-    }
-
-    /// The offset of the direct map.
-    pub const fn phys_offset(&self) -> u64 {
-        self.phys_offset
-    }
-
-    /// The real address of a table word the CPU reaches through `word`.
-    fn real(&self, word: &AtomicU64) -> u64 {
-        (core::ptr::from_ref(word).addr() as u64).wrapping_sub(self.phys_offset)
+    /// The arch. Safe: IPTE, IDTE and CSP purge every CPU's TLB, so no
+    /// promise about where address spaces run is needed.
+    pub const fn new() -> Self {
+        Self
     }
 
     /// Purges this CPU's TLB only (PTLB), e.g. after loading CR1 with a new
-    /// ASCE. [`Arch::flush_tlb_all`] purges every CPU instead.
-    ///
-    /// # Safety
-    /// Supervisor state on s390x (PTLB is privileged). On the host it does
-    /// nothing.
-    pub unsafe fn flush_tlb_local(&self) {
-        // SAFETY: forwarded contract.
-        unsafe { hw::ptlb() }
+    /// ASCE. [`Arch::flush_tlb_all`] purges every CPU instead. On the host
+    /// it does nothing.
+    pub fn flush_tlb_local(&self) {
+        hw::ptlb();
     }
 
     /// Sets the level's invalid bit in a live entry, purging every CPU's
@@ -87,25 +64,31 @@ impl S390x {
     /// hardware writes s390 entries otherwise).
     ///
     /// # Safety
-    /// `slot` is a live leaf slot (its contract); nothing the running code
-    /// needs is translated by it; supervisor state on s390x.
-    unsafe fn invalidate_and_store(&self, slot: &PteSlot<'_>, new: u64) -> u64 {
+    /// 1. `slot` holds a valid leaf (the slot's own contract gives the
+    ///    rest: its entry and real address, under the page-table lock);
+    /// 2. nothing the running code needs is translated by it;
+    /// 3. supervisor state on s390x.
+    unsafe fn invalidate_and_store(&self, slot: &PteSlot<'_, Self>, new: u64) -> u64 {
         let word = slot.word();
         let before = word.load(Ordering::Acquire);
-        let (invalid, valid) = match slot.level() {
-            Self::PAGE => (Pte::INVALID.bits(), before & Pte::INVALID.bits() == 0),
-            _ => (Ste::INVALID.bits(), before & Ste::INVALID.bits() == 0),
+        let real = slot.entry_pa().0;
+        let (invalid, valid) = if slot.level() == Self::PAGE {
+            (Pte::INVALID.bits(), before & Pte::INVALID.bits() == 0)
+        } else {
+            (Ste::INVALID.bits(), before & Ste::INVALID.bits() == 0)
         };
         // Like Linux's `__ptep_ipte`: an entry already invalid cannot be in
         // any TLB, and IPTE of it would be wasted.
         if valid {
-            match slot.level() {
-                // SAFETY: the slot's word is the PTE of `va` in a page table
-                // at `real & !0x7ff` (the slot contract and the allocator's
-                // phys_to_virt promise); the caller's contract gives the rest.
-                Self::PAGE => unsafe { hw::ipte(word, self.real(word), slot.va().0) },
-                // SAFETY: as above, a segment-table entry of `va`.
-                _ => unsafe { hw::idte_segment(word, self.real(word), slot.va().0) },
+            if slot.level() == Self::PAGE {
+                // SAFETY: 1. the slot's word is the PTE of `va` at real
+                // address `real`, so its page table is at `real & !0x7ff`,
+                // and the page-table lock is held (the slot's contract);
+                // 2. and 3. are our conditions 2. and 3.
+                unsafe { hw::ipte(word, real, slot.va().0) }
+            } else {
+                // SAFETY: as above, for the segment-table entry of `va`.
+                unsafe { hw::idte_segment(word, real, slot.va().0) }
             }
         }
         let old = word.swap(new, Ordering::AcqRel);
@@ -119,23 +102,24 @@ impl S390x {
     /// On s390x hardware, the frame's storage-key reference and change bits
     /// (over every 4 KiB block of a large leaf), as the level's software
     /// young/dirty bits. On the host, 0: the entry's own bits are the state.
-    fn key_state(&self, level: usize, leaf_raw: u64) -> u64 {
+    fn key_state(&self, level: Level<Self>, leaf_raw: u64) -> u64 {
         if !hw::HW {
             return 0;
         }
-        let (frame, blocks, young, dirty) = match level {
-            Self::PAGE => (
+        let (frame, blocks, young, dirty) = if level == Self::PAGE {
+            (
                 Pte::from_raw(leaf_raw).frame().0,
                 1,
                 Pte::YOUNG.bits(),
                 Pte::DIRTY.bits(),
-            ),
-            _ => (
+            )
+        } else {
+            (
                 Ste::from_raw(leaf_raw).frame().0,
                 256,
                 Ste::YOUNG.bits(),
                 Ste::DIRTY.bits(),
-            ),
+            )
         };
         let mut key = 0;
         for b in 0..blocks {
@@ -148,14 +132,13 @@ impl S390x {
     }
 }
 
-impl Default for S390x {
-    fn default() -> Self {
-        Self::identity()
-    }
-}
+/// [`S390x::PAGE`]'s index, for `match`.
+const PAGE: usize = S390x::PAGE.index();
+/// [`S390x::SEGMENT`]'s index, for `match`.
+const SEGMENT: usize = S390x::SEGMENT.index();
 
-const fn level(shift: u32, index_bits: u32, leaf: bool) -> Level {
-    Level {
+const fn level(shift: u32, index_bits: u32, leaf: bool) -> LevelGeometry {
+    LevelGeometry {
         shift,
         index_bits,
         table_bytes: 8 << index_bits,
@@ -229,8 +212,8 @@ fn prot_of(raw: u64, protect: u64, exec: u64, noexec: u64, user: u64) -> Prot {
 }
 
 /// The table type of the tables at region level `level` (0, 1 or 2).
-const fn region_type(level: usize) -> TableType {
-    match level {
+const fn region_type(level: Level<S390x>) -> TableType {
+    match level.index() {
         0 => TableType::RegionFirst,
         1 => TableType::RegionSecond,
         _ => TableType::RegionThird,
@@ -242,7 +225,9 @@ const fn region_type(level: usize) -> TableType {
 //    0-10, 11-21, 22-32 index 2048-entry region tables, 33-43 a 2048-entry
 //    segment table, 44-51 a 256-entry page table, 52-63 the byte; encode/
 //    decode round-trip (tested bit by bit and by proptest);
-// 2. phys_to_virt adds the direct-map offset the allocator vouches for;
+// 2. check_addr accepts every address, all of which a region-first table
+//    translates, and PHYS_ADDR_BITS is 64: an entry holds any frame its
+//    level's alignment allows;
 // 3. every primitive has changed the entry before returning, and no s390
 //    hardware writes PTEs besides IPTE/IDTE, which the primitive issues;
 // 4. IPTE and IDTE purge every CPU's TLB as they invalidate, so
@@ -250,7 +235,7 @@ const fn region_type(level: usize) -> TableType {
 unsafe impl Arch for S390x {
     const NAME: &'static str = "s390x";
 
-    const LEVELS: &'static [Level] = &[
+    const LEVELS: &'static [LevelGeometry] = &[
         level(53, 11, false), // region-first
         level(42, 11, false), // region-second
         level(31, 11, false), // region-third (2 GiB leaves need EDAT-2: unused)
@@ -258,11 +243,15 @@ unsafe impl Arch for S390x {
         level(12, 8, true),   // page table: 256 × 4 KiB, 2 KiB per table
     ];
 
-    fn invalid_entry(level: usize) -> u64 {
-        match level {
-            Self::PAGE => Pte::EMPTY.raw(),
-            Self::SEGMENT => Ste::EMPTY.raw(),
-            l => RegionTableEntry::invalid(region_type(l)).raw(),
+    const PHYS_ADDR_BITS: u32 = 64;
+
+    fn invalid_entry(level: Level<Self>) -> u64 {
+        if level == Self::PAGE {
+            Pte::EMPTY.raw()
+        } else if level == Self::SEGMENT {
+            Ste::EMPTY.raw()
+        } else {
+            RegionTableEntry::invalid(region_type(level)).raw()
         }
     }
 
@@ -278,9 +267,9 @@ unsafe impl Arch for S390x {
     /// TT field does not match its table, a PTE with IBM bit 52 set) decode
     /// as [`Entry::Invalid`]: they translate nothing, and the walker must
     /// never follow them.
-    fn decode(level: usize, raw: u64) -> Entry {
-        match level {
-            Self::PAGE => {
+    fn decode(level: Level<Self>, raw: u64) -> Entry {
+        match level.index() {
+            PAGE => {
                 if raw & (Pte::INVALID.bits() | Pte::RESERVED_52) != 0 {
                     return Entry::Invalid;
                 }
@@ -295,9 +284,10 @@ unsafe impl Arch for S390x {
                     ),
                     young: raw & Pte::YOUNG.bits() != 0,
                     dirty: raw & Pte::DIRTY.bits() != 0,
+                    cow: raw & Pte::SW_COW.bits() != 0,
                 })
             }
-            Self::SEGMENT => {
+            SEGMENT => {
                 let ste = Ste::from_raw(raw);
                 if ste.is_invalid() || raw & Ste::TT_MASK != 0 {
                     Entry::Invalid
@@ -313,14 +303,15 @@ unsafe impl Arch for S390x {
                         ),
                         young: raw & Ste::YOUNG.bits() != 0,
                         dirty: raw & Ste::DIRTY.bits() != 0,
+                        cow: raw & Ste::SW_COW.bits() != 0,
                     })
                 } else {
                     Entry::Table(ste.origin())
                 }
             }
-            l => {
+            _ => {
                 let rte = RegionTableEntry::from_raw(raw);
-                if rte.is_invalid() || rte.table_type() != region_type(l) {
+                if rte.is_invalid() || rte.table_type() != region_type(level) {
                     Entry::Invalid
                 } else {
                     Entry::Table(rte.origin())
@@ -332,22 +323,22 @@ unsafe impl Arch for S390x {
     /// A region entry (full-length next table) or a segment entry pointing
     /// to a page table. Called for the last level (which has no tables), it
     /// returns that level's empty entry.
-    fn encode_table(level: usize, table: PhysAddr) -> u64 {
-        match level {
-            Self::PAGE => {
+    fn encode_table(level: Level<Self>, table: PhysAddr) -> u64 {
+        match level.index() {
+            PAGE => {
                 debug_assert!(false, "page-table entries cannot point to tables");
                 Pte::EMPTY.raw()
             }
-            Self::SEGMENT => {
+            SEGMENT => {
                 debug_assert!(table.is_aligned(2048), "page tables are 2 KiB aligned");
                 Ste::table(table).raw()
             }
-            l => {
+            _ => {
                 debug_assert!(
                     table.is_aligned(4096),
                     "region and segment tables are 4 KiB aligned"
                 );
-                RegionTableEntry::table(region_type(l), table).raw()
+                RegionTableEntry::table(region_type(level), table).raw()
             }
         }
     }
@@ -356,42 +347,52 @@ unsafe impl Arch for S390x {
     /// [| SW_USER]`) or a large segment entry (`frame | LARGE | READ | WRITE
     /// or PROTECT ...`). Called for a region level (no leaves there), it
     /// returns that level's empty entry.
-    fn encode_leaf(level: usize, frame: PhysAddr, prot: Prot) -> u64 {
-        match level {
-            Self::PAGE => {
+    fn encode_leaf(level: Level<Self>, frame: PhysAddr, prot: Prot) -> u64 {
+        match level.index() {
+            PAGE => {
                 debug_assert!(frame.is_aligned(4096));
                 (frame.0 & Pte::FRAME_MASK) | Pte::PRESENT.bits() | pte_prot(prot)
             }
-            Self::SEGMENT => {
+            SEGMENT => {
                 debug_assert!(frame.is_aligned(1 << 20));
                 (frame.0 & Ste::FRAME_MASK) | Ste::LARGE.bits() | ste_prot(prot)
             }
-            l => {
+            _ => {
                 debug_assert!(
                     false,
                     "region entries cannot be leaves here (EDAT-2 unused)"
                 );
-                Self::invalid_entry(l)
+                Self::invalid_entry(level)
             }
         }
     }
 
-    fn leaf_with_prot(level: usize, raw: u64, prot: Prot) -> u64 {
-        match level {
-            Self::PAGE => (raw & !PTE_PROT_MASK) | pte_prot(prot),
-            _ => (raw & !STE_PROT_MASK) | ste_prot(prot),
+    fn leaf_with_prot(level: Level<Self>, raw: u64, prot: Prot) -> u64 {
+        if level == Self::PAGE {
+            (raw & !PTE_PROT_MASK) | pte_prot(prot)
+        } else {
+            (raw & !STE_PROT_MASK) | ste_prot(prot)
         }
     }
 
-    fn phys_to_virt(&self, pa: PhysAddr) -> *mut u8 {
-        // Exposed provenance: table memory is named by address (what the
-        // allocator hands out), not derived from a Rust pointer here.
-        core::ptr::with_exposed_provenance_mut(pa.0.wrapping_add(self.phys_offset) as usize)
+    /// Sets or clears the software copy-on-write bit (IBM bit 62 of a PTE,
+    /// 56 of a large segment entry), nothing else.
+    fn leaf_with_cow(level: Level<Self>, raw: u64, cow: bool) -> u64 {
+        let bit = if level == Self::PAGE {
+            Pte::SW_COW.bits()
+        } else {
+            Ste::SW_COW.bits()
+        };
+        if cow {
+            raw | bit
+        } else {
+            raw & !bit
+        }
     }
 
     /// A plain store: the entry is invalid, so no TLB can hold it and the
     /// architecture lets it be written directly.
-    unsafe fn set_pte_at(&self, slot: &PteSlot<'_>, raw: u64) {
+    unsafe fn set_pte_at(&self, slot: &PteSlot<'_, Self>, raw: u64) {
         slot.word().store(raw, Ordering::Release);
     }
 
@@ -401,9 +402,11 @@ unsafe impl Arch for S390x {
     /// translation exception, and its fault handler finds `new` once it gets
     /// the page-table lock. The returned [`PendingFlush`]'s `flush` is a
     /// no-op: the purge already happened.
-    unsafe fn ptep_modify(&self, slot: &PteSlot<'_>, new: u64) -> PendingFlush<'_, Self> {
-        // SAFETY: the slot's entry is valid (caller), `new` keeps the frame
-        // and the running code does not rely on the permission it loses.
+    unsafe fn ptep_modify(&self, slot: &PteSlot<'_, Self>, new: u64) -> PendingFlush<'_, Self> {
+        // SAFETY: 1. the slot holds a valid leaf (our condition 1.); 2. the
+        // entry comes back at once with the same frame, and the running
+        // code does not fetch through a user mapping in between; 3.
+        // supervisor state is the primitives' standing requirement on s390x.
         let old = unsafe { self.invalidate_and_store(slot, new) };
         PendingFlush::new(self, slot.va(), slot.level(), old)
     }
@@ -414,10 +417,10 @@ unsafe impl Arch for S390x {
     /// young/dirty bits (a conservative dirty: this crate never resets the
     /// change bit; setting keys when frames are handed out belongs to the
     /// frame allocator).
-    unsafe fn ptep_get_and_clear(&self, slot: &PteSlot<'_>) -> PendingFlush<'_, Self> {
+    unsafe fn ptep_get_and_clear(&self, slot: &PteSlot<'_, Self>) -> PendingFlush<'_, Self> {
         let level = slot.level();
-        // SAFETY: forwarded contract (valid entry, nothing the running code
-        // needs is mapped by it).
+        // SAFETY: 1. and 2. are our conditions 1. and 2.; 3. as in
+        // `ptep_modify`.
         let mut old = unsafe { self.invalidate_and_store(slot, Self::invalid_entry(level)) };
         if matches!(Self::decode(level, old), Entry::Leaf(_)) {
             old |= self.key_state(level, old);
@@ -433,7 +436,7 @@ unsafe impl Arch for S390x {
     /// Host: tests and clears the entry's software young bit instead (no
     /// storage keys there), with an atomic AND, so tests can mark a page
     /// accessed by setting that bit.
-    unsafe fn ptep_test_and_clear_young(&self, slot: &PteSlot<'_>) -> bool {
+    unsafe fn ptep_test_and_clear_young(&self, slot: &PteSlot<'_, Self>) -> bool {
         let level = slot.level();
         let young_bit = if level == Self::PAGE {
             Pte::YOUNG.bits()
@@ -460,16 +463,15 @@ unsafe impl Arch for S390x {
     /// Nothing: every primitive that removes or downgrades a translation
     /// here (IPTE, IDTE) purged it from every CPU already, which the trait's
     /// obligation 4 allows.
-    unsafe fn flush_tlb_page(&self, _va: VirtAddr, _level: usize) {}
+    fn flush_tlb_page(&self, _va: VirtAddr, _level: Level<Self>) {}
 
     /// COMPARE AND SWAP AND PURGE: purges the TLBs of **all** CPUs,
     /// including cached region and segment entries, so tables can be freed
     /// afterwards even if other CPUs once ran this address space. (PTLB,
     /// [`S390x::flush_tlb_local`], would purge only the calling CPU; Linux
     /// later used IDTE by ASCE for a single address space.)
-    unsafe fn flush_tlb_all(&self) {
-        // SAFETY: supervisor state is the caller's contract.
-        unsafe { hw::purge_all_cpus() }
+    fn flush_tlb_all(&self) {
+        hw::purge_all_cpus();
     }
 
     /// IPTE clears and purges in one instruction, so this is
@@ -478,8 +480,8 @@ unsafe impl Arch for S390x {
     /// `__HAVE_ARCH_PTEP_CLEAR_FLUSH` on s390). The notifier step is not
     /// here and is not lost: `mmu_notifier_core::ptep_clear_flush_notify`
     /// wraps this call.
-    unsafe fn ptep_clear_flush(&self, slot: &PteSlot<'_>) -> Flushed {
-        // SAFETY: forwarded contract.
+    unsafe fn ptep_clear_flush(&self, slot: &PteSlot<'_, Self>) -> Flushed {
+        // SAFETY: 1. and 2. are this method's own contract.
         let pending = unsafe { self.ptep_get_and_clear(slot) };
         // SAFETY: ptep_get_and_clear invalidated the entry with IPTE (IDTE
         // for a large segment), which purged every CPU's TLB entries for it
@@ -495,10 +497,10 @@ unsafe impl Arch for S390x {
     /// A bit is set only when a translation is loaded into the TLB, which is
     /// why the generic version flushes.) The notifiers' `age_page` is OR-ed
     /// in by `mmu_notifier_core::ptep_clear_flush_young_notify`, outside
-    /// this override: the 2008 seed lost aging on s390 exactly because its
+    /// this override: the 2008 patch lost aging on s390 exactly because its
     /// override replaced the generic code that called the notifier.
-    unsafe fn ptep_clear_flush_young(&self, slot: &PteSlot<'_>) -> bool {
-        // SAFETY: forwarded contract.
+    unsafe fn ptep_clear_flush_young(&self, slot: &PteSlot<'_, Self>) -> bool {
+        // SAFETY: this method's own contract (a valid leaf).
         unsafe { self.ptep_test_and_clear_young(slot) }
     }
 }

@@ -179,6 +179,10 @@ bitflags::bitflags! {
         const NOEXEC = ibm_bit(55);
         /// Segment invalid (IBM bit 58).
         const INVALID = ibm_bit(58);
+        /// Software, large only: copy-on-write (IBM bit 56, ignored by the
+        /// CPU in a large entry): the frame is shared with another address
+        /// space and must be copied before it is written.
+        const SW_COW = ibm_bit(56);
         /// Software, large only: writable (IBM bit 62, Linux's
         /// `_SEGMENT_ENTRY_WRITE`); mirrors `!PROTECT`.
         const WRITE = ibm_bit(62);
@@ -281,6 +285,9 @@ bitflags::bitflags! {
         /// hardware set only in the *old* word a clear returns (storage-key
         /// reference bit); on the host it is the accessed state itself.
         const YOUNG = ibm_bit(61);
+        /// Software: copy-on-write (IBM bit 62): the frame is shared with
+        /// another address space and must be copied before it is written.
+        const SW_COW = ibm_bit(62);
         /// Software: present (IBM bit 63, Linux's `_PAGE_PRESENT`); set in
         /// every leaf this crate encodes.
         const PRESENT = ibm_bit(63);

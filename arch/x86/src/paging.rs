@@ -8,7 +8,7 @@
 use core::sync::atomic::Ordering;
 
 use mmu_notifier_core::{
-    Arch, Entry, Error, Leaf, Level, PendingFlush, PhysAddr, Prot, PteSlot, VirtAddr,
+    Arch, Entry, Error, Leaf, Level, LevelGeometry, PendingFlush, PhysAddr, Prot, PteSlot, VirtAddr,
 };
 
 use crate::flags::{PteFlags, ADDR_MASK};
@@ -18,11 +18,12 @@ use crate::shootdown::TlbShootdown;
 /// x86-64 with 4-level paging (48-bit virtual addresses), managing the user
 /// half of an address space.
 ///
-/// It holds only where table memory is mapped: the kernel's direct map,
-/// `phys_to_virt(pa) = pa + phys_offset`.
+/// It holds only how flushes reach the CPUs: where table memory lives is
+/// the [`TableMemory`](mmu_notifier_core::TableMemory) implementation's
+/// business (and promise).
 ///
 /// # Geometry
-/// | index | level | shift | leaf |
+/// | level | table | shift | leaf |
 /// |---|---|---|---|
 /// | [`PML4`](Self::PML4) | PML4 | 39 | no |
 /// | [`PDPT`](Self::PDPT) | PDPT | 30 | no (1 GiB pages are not offered, see below) |
@@ -42,12 +43,11 @@ use crate::shootdown::TlbShootdown;
 ///   [`PteFlags::NO_EXECUTE`], a reserved bit otherwise);
 /// - CR0.WP is set if write-protection (copy-on-write, `mprotect`) must
 ///   hold against supervisor writes too;
-/// - either the address space is active on at most the current CPU (the
-///   arch built with [`identity`](Self::identity) or
-///   [`with_phys_offset`](Self::with_phys_offset) purges the local TLB
-///   only, with `invlpg`), or the arch is built
-///   [`with_shootdown`](Self::with_shootdown) and the kernel's
-///   [`TlbShootdown`] reaches every other CPU that may run it.
+/// - flushes reach every CPU that may run the address space: build the
+///   arch [`with_shootdown`](Self::with_shootdown) and a [`TlbShootdown`]
+///   that reaches the other CPUs, or promise (`unsafe`
+///   [`local_only`](Self::local_only)) that each address space is live on
+///   the flushing CPU only.
 ///
 /// # Safety of the `Arch` implementation
 /// The encodings round-trip (tested bit by bit and by property on the
@@ -58,44 +58,40 @@ use crate::shootdown::TlbShootdown;
 /// hardware walker reading those tables there.
 #[derive(Clone, Copy)]
 pub struct X86_64 {
-    phys_offset: u64,
     shootdown: Option<&'static dyn TlbShootdown>,
 }
 
 impl core::fmt::Debug for X86_64 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("X86_64")
-            .field("phys_offset", &self.phys_offset)
             .field("shootdown", &self.shootdown.is_some())
             .finish()
     }
 }
 
-/// Equal when they reach tables the same way and flush through the same
-/// shootdown object.
+/// Equal when they flush through the same shootdown object (or none).
 impl PartialEq for X86_64 {
     fn eq(&self, other: &Self) -> bool {
-        let same_shootdown = match (self.shootdown, other.shootdown) {
+        match (self.shootdown, other.shootdown) {
             (None, None) => true,
             (Some(a), Some(b)) => core::ptr::addr_eq(a, b),
             _ => false,
-        };
-        self.phys_offset == other.phys_offset && same_shootdown
+        }
     }
 }
 
 impl Eq for X86_64 {}
 
 impl X86_64 {
-    /// Index of the PML4 level in [`Arch::LEVELS`].
-    pub const PML4: usize = 0;
-    /// Index of the page-directory-pointer level.
-    pub const PDPT: usize = 1;
-    /// Index of the page-directory level, the one that holds 2 MiB leaves
-    /// (pass it to `AddressSpace::map_huge`).
-    pub const PD: usize = 2;
-    /// Index of the page-table level (4 KiB leaves).
-    pub const PT: usize = 3;
+    /// The PML4 level (the root).
+    pub const PML4: Level<X86_64> = Level::new(0);
+    /// The page-directory-pointer level.
+    pub const PDPT: Level<X86_64> = Level::new(1);
+    /// The page-directory level, the one that holds 2 MiB leaves (pass it
+    /// to `AddressSpace::map_huge`).
+    pub const PD: Level<X86_64> = Level::new(2);
+    /// The page-table level (4 KiB leaves).
+    pub const PT: Level<X86_64> = Level::new(3);
 
     /// Size of a huge page at [`PD`](Self::PD): 2 MiB.
     pub const HUGE_PAGE_SIZE: u64 = 1 << 21;
@@ -104,46 +100,31 @@ impl X86_64 {
     /// here): 2^47.
     pub const USER_LIMIT: u64 = 0x0000_8000_0000_0000;
 
-    /// Tables are reachable at their physical address (identity-mapped
-    /// memory, or host tests where the "physical address" is a pointer).
     /// Flushes purge the local TLB only.
-    pub const fn identity() -> Self {
-        Self {
-            phys_offset: 0,
-            shootdown: None,
-        }
+    ///
+    /// # Safety
+    /// Every address space this arch changes is live (in CR3) on at most
+    /// the CPU that changes it, at the time of each change and flush: a
+    /// single-CPU kernel, a kernel that pins each address space to one CPU,
+    /// or a host test (no hardware walker at all).
+    pub const unsafe fn local_only() -> Self {
+        Self { shootdown: None }
     }
 
-    /// Tables are reachable through a direct map at `phys_offset`:
-    /// physical address `pa` is at virtual address `pa + phys_offset`.
-    /// Flushes purge the local TLB only.
-    pub const fn with_phys_offset(phys_offset: u64) -> Self {
-        Self {
-            phys_offset,
-            shootdown: None,
-        }
-    }
-
-    /// As [`with_phys_offset`](Self::with_phys_offset), and every flush
-    /// also goes through `shootdown` to the other CPUs: after the local
-    /// `invlpg` (or CR3 reload), [`TlbShootdown::flush_remote`] runs and
-    /// the flush returns only once it has. This is what makes
-    /// [`Arch::flush_tlb_page`]'s promise ("no CPU that may use the
-    /// address space still holds a translation") hold with several CPUs.
+    /// Every flush purges the local TLB, then goes through `shootdown` to
+    /// the other CPUs: after the local `invlpg` (or CR3 reload),
+    /// [`TlbShootdown::flush_remote`] runs and the flush returns only once
+    /// it has. This is what makes [`Arch::flush_tlb_page`]'s promise ("no
+    /// CPU that may use the address space still holds a translation") hold
+    /// with several CPUs; the `unsafe impl TlbShootdown` vouches for it.
     ///
     /// Built with `--cfg mmu_notifier_broken="no-shootdown"` (a
     /// deliberately broken test build) the remote part is skipped, so the
     /// QEMU suite can show that a missing shootdown is caught.
-    pub const fn with_shootdown(phys_offset: u64, shootdown: &'static dyn TlbShootdown) -> Self {
+    pub const fn with_shootdown(shootdown: &'static dyn TlbShootdown) -> Self {
         Self {
-            phys_offset,
             shootdown: Some(shootdown),
         }
-    }
-
-    /// Where the direct map starts.
-    pub const fn phys_offset(&self) -> u64 {
-        self.phys_offset
     }
 
     /// The other CPUs' half of a flush, if this arch has one.
@@ -156,6 +137,10 @@ impl X86_64 {
         }
     }
 }
+
+/// The software bit that marks a leaf copy-on-write (bit 9, one of the
+/// three the hardware ignores).
+pub const COPY_ON_WRITE: PteFlags = PteFlags::SOFTWARE_9;
 
 /// Bits a leaf's permissions are expressed in; everything else in a leaf
 /// survives [`Arch::leaf_with_prot`].
@@ -206,6 +191,7 @@ fn decode_at(shift: u32, raw: u64) -> Entry {
         prot,
         young: flags.contains(PteFlags::ACCESSED),
         dirty: flags.contains(PteFlags::DIRTY),
+        cow: flags.contains(COPY_ON_WRITE),
     })
 }
 
@@ -242,41 +228,43 @@ fn leaf_with_prot_at(raw: u64, prot: Prot) -> u64 {
 
 // SAFETY:
 // 1. LEVELS is the 4-level x86-64 format (SDM Vol. 3A §4.5); `decode`
-//    inverts `encode_leaf`/`encode_table` (tests/encoding.rs);
-// 2. `phys_to_virt` is the direct map the constructor was given; the
-//    FrameAllocator promises table memory is reachable through it;
+//    inverts `encode_leaf`/`encode_table`, and `leaf_with_prot` and
+//    `leaf_with_cow` touch only their bits (tests/encoding.rs);
+// 2. `check_addr` accepts only canonical user-half addresses, and
+//    PHYS_ADDR_BITS is 52, the width of the address field (ADDR_MASK);
 // 3. `ptep_get_and_clear`, `ptep_modify` and `ptep_test_and_clear_young`
 //    each change the word with one locked instruction (xchg, cmpxchg,
 //    lock and), atomic with the walker's locked A/D updates;
 // 4. `flush_tlb_page` runs `invlpg`, which returns with the local TLB and
 //    paging-structure caches purged for that address, then the kernel's
 //    `TlbShootdown` if it gave one, which returns once every other CPU
-//    that may run the address space has purged it too (its contract);
-//    without one, the type documents that the address space may be live
-//    on this CPU only.
+//    that may run the address space has purged it too (that trait's
+//    `unsafe impl` vouches); without one, the caller of the `unsafe`
+//    `local_only` promised that the address space is live on this CPU
+//    only. `flush_tlb_all` reloads CR3, the same way.
 unsafe impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
 
-    const LEVELS: &'static [Level] = &[
-        Level {
+    const LEVELS: &'static [LevelGeometry] = &[
+        LevelGeometry {
             shift: 39,
             index_bits: 9,
             table_bytes: 4096,
             leaf: false,
         },
-        Level {
+        LevelGeometry {
             shift: 30,
             index_bits: 9,
             table_bytes: 4096,
             leaf: false,
         },
-        Level {
+        LevelGeometry {
             shift: 21,
             index_bits: 9,
             table_bytes: 4096,
             leaf: true,
         },
-        Level {
+        LevelGeometry {
             shift: 12,
             index_bits: 9,
             table_bytes: 4096,
@@ -284,7 +272,9 @@ unsafe impl Arch for X86_64 {
         },
     ];
 
-    fn invalid_entry(_level: usize) -> u64 {
+    const PHYS_ADDR_BITS: u32 = 52;
+
+    fn invalid_entry(_level: Level<Self>) -> u64 {
         0
     }
 
@@ -312,36 +302,39 @@ unsafe impl Arch for X86_64 {
     /// PT level, or PS set above it: a leaf, frame masked to the page size
     /// (so a large page's PAT bit 12 is not read as address). Otherwise a
     /// table.
-    fn decode(level: usize, raw: u64) -> Entry {
-        decode_at(Self::LEVELS[level].shift, raw)
+    fn decode(level: Level<Self>, raw: u64) -> Entry {
+        decode_at(level.geometry().shift, raw)
     }
 
     /// PRESENT | WRITABLE | USER and the address: permissions are decided
     /// at the leaf.
-    fn encode_table(_level: usize, table: PhysAddr) -> u64 {
+    fn encode_table(_level: Level<Self>, table: PhysAddr) -> u64 {
         encode_table_at(table)
     }
 
     /// PRESENT; WRITABLE iff [`Prot::WRITE`]; USER iff [`Prot::USER`];
     /// NO_EXECUTE unless [`Prot::EXEC`]; HUGE_PAGE (PS) above the PT level.
     /// Write-back caching, not global, A and D clear.
-    fn encode_leaf(level: usize, frame: PhysAddr, prot: Prot) -> u64 {
-        encode_leaf_at(Self::LEVELS[level].shift, frame, prot)
+    fn encode_leaf(level: Level<Self>, frame: PhysAddr, prot: Prot) -> u64 {
+        encode_leaf_at(level.geometry().shift, frame, prot)
     }
 
     /// Replaces WRITABLE, USER and NO_EXECUTE; keeps everything else: the
     /// frame, A, D, PS, caching bits, software bits, protection key.
-    fn leaf_with_prot(_level: usize, raw: u64, prot: Prot) -> u64 {
+    fn leaf_with_prot(_level: Level<Self>, raw: u64, prot: Prot) -> u64 {
         leaf_with_prot_at(raw, prot)
     }
 
-    fn phys_to_virt(&self, pa: PhysAddr) -> *mut u8 {
-        core::ptr::with_exposed_provenance_mut(pa.0.wrapping_add(self.phys_offset) as usize)
+    /// Sets or clears [`COPY_ON_WRITE`] (software bit 9), nothing else.
+    fn leaf_with_cow(_level: Level<Self>, raw: u64, cow: bool) -> u64 {
+        let mut flags = PteFlags::from_bits_retain(raw);
+        flags.set(COPY_ON_WRITE, cow);
+        flags.bits()
     }
 
     /// A plain release store: the entry is invalid, so no walker can be
     /// setting A/D in it, and no TLB caches a not-present entry.
-    unsafe fn set_pte_at(&self, slot: &PteSlot<'_>, raw: u64) {
+    unsafe fn set_pte_at(&self, slot: &PteSlot<'_, Self>, raw: u64) {
         debug_assert_eq!(slot.read(), 0, "set_pte_at over a live entry");
         slot.word().store(raw, Ordering::Release);
     }
@@ -349,7 +342,7 @@ unsafe impl Arch for X86_64 {
     /// A compare-exchange loop: A and D that the hardware set after the
     /// caller read the entry are carried into `new`, so a write that
     /// dirtied the page just before write-protection is not forgotten.
-    unsafe fn ptep_modify(&self, slot: &PteSlot<'_>, new: u64) -> PendingFlush<'_, Self> {
+    unsafe fn ptep_modify(&self, slot: &PteSlot<'_, Self>, new: u64) -> PendingFlush<'_, Self> {
         let word = slot.word();
         let mut cur = word.load(Ordering::Acquire);
         loop {
@@ -369,14 +362,14 @@ unsafe impl Arch for X86_64 {
     /// returned old value, and none can be set after it (the entry is not
     /// present; a stale TLB entry may still be used until the flush, which
     /// is why a [`PendingFlush`] comes back).
-    unsafe fn ptep_get_and_clear(&self, slot: &PteSlot<'_>) -> PendingFlush<'_, Self> {
+    unsafe fn ptep_get_and_clear(&self, slot: &PteSlot<'_, Self>) -> PendingFlush<'_, Self> {
         let old = slot.word().swap(0, Ordering::AcqRel);
         PendingFlush::new(self, slot.va(), slot.level(), old)
     }
 
     /// An atomic `fetch_and` clearing ACCESSED; every other bit, including
     /// a D the hardware sets concurrently, is kept.
-    unsafe fn ptep_test_and_clear_young(&self, slot: &PteSlot<'_>) -> bool {
+    unsafe fn ptep_test_and_clear_young(&self, slot: &PteSlot<'_, Self>) -> bool {
         let old = slot
             .word()
             .fetch_and(!PteFlags::ACCESSED.bits(), Ordering::AcqRel);
@@ -390,12 +383,11 @@ unsafe impl Arch for X86_64 {
     /// go too. Built with `--cfg mmu_notifier_broken="no-flush"` (a
     /// deliberately broken test build) it does nothing at all, so the QEMU
     /// suite can show that a missing flush is caught.
-    unsafe fn flush_tlb_page(&self, va: VirtAddr, _level: usize) {
+    fn flush_tlb_page(&self, va: VirtAddr, _level: Level<Self>) {
         if cfg!(mmu_notifier_broken = "no-flush") {
             return;
         }
-        // SAFETY: the caller runs in ring 0 (forwarded contract).
-        unsafe { instr::invlpg(va.0) };
+        instr::invlpg(va.0);
         self.flush_remote(Some(va));
     }
 
@@ -406,9 +398,8 @@ unsafe impl Arch for X86_64 {
     ///
     /// With a [`TlbShootdown`], every other CPU that may run the address
     /// space does the same before this returns.
-    unsafe fn flush_tlb_all(&self) {
-        // SAFETY: the caller runs in ring 0 (forwarded contract).
-        unsafe { instr::reload_cr3() };
+    fn flush_tlb_all(&self) {
+        instr::reload_cr3();
         self.flush_remote(None);
     }
 
@@ -424,10 +415,10 @@ unsafe impl Arch for X86_64 {
     ///
     /// The secondary MMUs are still aged: the `age_page` step lives in
     /// `mmu_notifier_core::pgtable::ptep_clear_flush_young_notify`, which
-    /// wraps this method and which no arch can override (the 2008 seed
+    /// wraps this method and which no arch can override (the 2008 patch
     /// lost aging on s390 because its override bypassed that step).
-    unsafe fn ptep_clear_flush_young(&self, slot: &PteSlot<'_>) -> bool {
-        // SAFETY: forwarded contract.
+    unsafe fn ptep_clear_flush_young(&self, slot: &PteSlot<'_, Self>) -> bool {
+        // SAFETY: this method's own contract (a valid leaf).
         unsafe { self.ptep_test_and_clear_young(slot) }
     }
 }

@@ -23,30 +23,46 @@ use mmu_notifier_core::VirtAddr;
 /// reference `AddressSpace` flushes under it) and before the notifiers are
 /// told and the frame is handed back.
 ///
-/// # Contract for implementors
-/// - `flush_remote(Some(va))` returns only once no other CPU that may be
-///   running the address space still holds a translation of the page at
-///   `va` made before the call (for a 2 MiB leaf any address inside it
-///   will do: `invlpg` purges the whole entry); `flush_remote(None)` the
-///   same for every non-global translation and the paging-structure
-///   caches (a CR3 reload on each target).
-/// - It may skip a CPU that cannot hold such a translation (it has not run
-///   the address space since its last CR3 load, with PCIDs off), but must
-///   decide that *after* the entry change it follows is visible (a full
-///   fence first), so a CPU that switches to the address space meanwhile
-///   walks the new entry.
-/// - It must not take a lock the flushing CPU may hold (the page-table
-///   lock, the notifier list lock, the console lock, an allocator's lock):
-///   the IPI handler runs whatever the target was doing, and the initiator
-///   waits for it.
-/// - Targets must acknowledge while the initiator waits: either their
-///   interrupts are enabled whenever they spin (on a lock, in a grace
-///   period), or every such loop also polls for pending flush requests. An
-///   initiator that waits for another initiator must do the same, or two
-///   concurrent shootdowns deadlock.
+/// An `unsafe` trait: [`X86_64`](crate::X86_64)'s own `unsafe impl Arch`
+/// promises that a flush reaches every CPU, and it relies on this
+/// implementation to keep that promise.
+///
+/// # Safety
+/// The implementor promises:
+/// 1. `flush_remote(Some(va))` returns only once no other CPU that may be
+///    running the address space still holds a translation of the page at
+///    `va` made before the call (for a 2 MiB leaf any address inside it
+///    will do: `invlpg` purges the whole entry); `flush_remote(None)` the
+///    same for every non-global translation and the paging-structure
+///    caches (a CR3 reload on each target);
+/// 2. it may skip a CPU that cannot hold such a translation (it has not run
+///    the address space since its last CR3 load, with PCIDs off), but
+///    decides that only *after* the entry change it follows is visible (a
+///    full fence first), so a CPU that switches to the address space
+///    meanwhile walks the new entry;
+/// 3. it takes no lock the flushing CPU may hold (the page-table lock, the
+///    notifier list lock, the console lock, an allocator's lock): the IPI
+///    handler runs whatever the target was doing, and the initiator waits
+///    for it;
+/// 4. targets acknowledge while the initiator waits: either their
+///    interrupts are enabled whenever they spin (on a lock, in a grace
+///    period), or every such loop also polls for pending flush requests,
+///    and an initiator that waits for another initiator does the same (or
+///    two concurrent shootdowns deadlock).
 ///
 /// `flush_remote` may be called from any CPU, concurrently.
-pub trait TlbShootdown: Sync {
+///
+/// A safe `impl` is refused:
+///
+/// ```compile_fail,E0200
+/// use mmu_notifier_core::VirtAddr;
+/// use mmu_notifier_x86::TlbShootdown;
+/// struct NoIpi;
+/// impl TlbShootdown for NoIpi {
+///     fn flush_remote(&self, _: Option<VirtAddr>) {}
+/// }
+/// ```
+pub unsafe trait TlbShootdown: Sync {
     /// Purges `va`'s translation (`None`: every translation) on every other
     /// CPU that may hold it, and waits for each to acknowledge.
     fn flush_remote(&self, va: Option<VirtAddr>);

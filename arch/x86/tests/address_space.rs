@@ -1,20 +1,20 @@
 //! `mmu_notifier_core::AddressSpace<X86_64, _>` end to end on the host: the
 //! generic walker builds real x86-64 tables in heap pages (the "physical
-//! address" of a table is its pointer, so `X86_64::identity()` reaches it),
-//! and the tests read the raw entries back.
+//! address" of a table is its pointer, which the arena's `phys_to_virt`
+//! returns), and the tests read the raw entries back.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use mmu_notifier_core::{
-    AddressSpace, Arch, CopyMode, Entry, Error, FrameAllocator, Leaf, MmuNotifier, PageRange,
-    PhysAddr, Prot, Subscription, VirtAddr,
+    AddressSpace, Arch, CopyMode, Entry, Error, Leaf, Level, MmuNotifier, PageRange, PhysAddr,
+    Prot, Subscription, TableMemory, VirtAddr,
 };
 use mmu_notifier_x86::{PteFlags, ADDR_MASK, X86_64};
 
-const PT: usize = X86_64::PT;
-const PD: usize = X86_64::PD;
+const PT: Level<X86_64> = X86_64::PT;
+const PD: Level<X86_64> = X86_64::PD;
 const PAGE: u64 = 4096;
 const HUGE: u64 = X86_64::HUGE_PAGE_SIZE;
 const P: u64 = PteFlags::PRESENT.bits();
@@ -24,8 +24,11 @@ const A: u64 = PteFlags::ACCESSED.bits();
 const D: u64 = PteFlags::DIRTY.bits();
 const PS: u64 = PteFlags::HUGE_PAGE.bits();
 const NX: u64 = PteFlags::NO_EXECUTE.bits();
+const COW: u64 = mmu_notifier_x86::COPY_ON_WRITE.bits();
 
-static ARCH: X86_64 = X86_64::identity();
+// SAFETY: host tables: no CPU walks them, so there is nothing to flush
+// anywhere.
+static ARCH: X86_64 = unsafe { X86_64::local_only() };
 
 /// One 4 KiB table page.
 #[repr(C, align(4096))]
@@ -43,10 +46,15 @@ impl Arena {
     }
 }
 
-// SAFETY: each table is a fresh 4096-aligned heap page owned by the arena
-// until `free_table`; its "physical address" is its address, which
-// `X86_64::identity()` maps back to the page (provenance exposed here).
-unsafe impl FrameAllocator for Arena {
+// SAFETY: 1. each table is a fresh 4096-aligned heap page owned by the arena
+// until `free_table`; 2. its "physical address" is its address (provenance
+// exposed here), which `phys_to_virt` maps back to the page; 3. no hardware
+// walker reads host tables.
+unsafe impl TableMemory for Arena {
+    fn phys_to_virt(&self, pa: PhysAddr) -> std::ptr::NonNull<u8> {
+        std::ptr::NonNull::new(std::ptr::with_exposed_provenance_mut(pa.0 as usize)).unwrap()
+    }
+
     fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
         assert_eq!(bytes, 4096, "x86-64 tables are 4 KiB");
         let addr = Box::into_raw(Box::new(Page([0; 512]))).expose_provenance();
@@ -80,11 +88,12 @@ impl Drop for Arena {
 
 /// Reads the raw entry of `level` translating `va`, by walking the tables
 /// by hand (independently of the generic walker).
-fn raw_entry(mm: &AddressSpace<'_, X86_64, Arena>, va: u64, level: usize) -> Option<u64> {
+fn raw_entry(mm: &AddressSpace<'_, X86_64, Arena>, va: u64, level: Level<X86_64>) -> Option<u64> {
+    let level = level.index();
     let mut table = mm.root().0;
     for l in 0..=level {
         let idx = X86_64::LEVELS[l].index(VirtAddr(va));
-        let ptr = ARCH.phys_to_virt(PhysAddr(table)).cast::<AtomicU64>();
+        let ptr = std::ptr::with_exposed_provenance::<AtomicU64>(table as usize);
         // SAFETY: `table` is a live table of `mm` (the walk only follows
         // present table entries), 512 words long.
         let raw = unsafe { &*ptr.add(idx) }.load(Ordering::Acquire);
@@ -105,15 +114,16 @@ fn raw_entry(mm: &AddressSpace<'_, X86_64, Arena>, va: u64, level: usize) -> Opt
 }
 
 /// Sets hardware bits in a live entry, as a CPU walker would.
-fn hw_set(mm: &AddressSpace<'_, X86_64, Arena>, va: u64, level: usize, bits: u64) {
+fn hw_set(mm: &AddressSpace<'_, X86_64, Arena>, va: u64, level: Level<X86_64>, bits: u64) {
+    let level = level.index();
     let mut table = mm.root().0;
     for l in 0..level {
-        let ptr = ARCH.phys_to_virt(PhysAddr(table)).cast::<AtomicU64>();
+        let ptr = std::ptr::with_exposed_provenance::<AtomicU64>(table as usize);
         // SAFETY: as in raw_entry.
         table = unsafe { &*ptr.add(X86_64::LEVELS[l].index(VirtAddr(va))) }.load(Ordering::Acquire)
             & ADDR_MASK;
     }
-    let ptr = ARCH.phys_to_virt(PhysAddr(table)).cast::<AtomicU64>();
+    let ptr = std::ptr::with_exposed_provenance::<AtomicU64>(table as usize);
     // SAFETY: as in raw_entry; a locked OR, like the hardware's A/D update.
     unsafe { &*ptr.add(X86_64::LEVELS[level].index(VirtAddr(va))) }
         .fetch_or(bits, Ordering::AcqRel);
@@ -161,7 +171,8 @@ fn translate_reads_back_frame_prot_and_level() {
                 frame: PhysAddr(0x5000),
                 prot: Prot::USER,
                 young: false,
-                dirty: false
+                dirty: false,
+                cow: false,
             },
             PT
         ))
@@ -407,20 +418,20 @@ fn cow_copy_write_protects_parent_and_maps_child_read_only() {
         .unwrap();
     assert_eq!(
         raw_entry(&parent, 0x30_0000, PT),
-        Some(0xc000 | P | U | NX | A | D),
-        "parent write-protected, A/D kept"
+        Some(0xc000 | P | U | NX | A | D | COW),
+        "parent write-protected and marked copy-on-write, A/D kept"
     );
     assert_eq!(
         raw_entry(&parent, 0x30_1000, PT),
-        Some(0xd000 | P | U),
-        "read-only parent entry untouched"
+        Some(0xd000 | P | U | COW),
+        "read-only parent entry: permissions untouched, marked copy-on-write (its frame is shared now)"
     );
     assert_eq!(
         raw_entry(&child, 0x30_0000, PT),
-        Some(0xc000 | P | U | NX),
-        "child: same frame, read-only, clean"
+        Some(0xc000 | P | U | NX | COW),
+        "child: same frame, read-only, clean, copy-on-write"
     );
-    assert_eq!(raw_entry(&child, 0x30_1000, PT), Some(0xd000 | P | U));
+    assert_eq!(raw_entry(&child, 0x30_1000, PT), Some(0xd000 | P | U | COW));
 }
 
 #[test]
@@ -580,13 +591,13 @@ fn decode_of_what_the_walker_wrote_matches_entry_kinds() {
     let mm = AddressSpace::new(&ARCH, &arena).unwrap();
     mm.map(VirtAddr(0x1000), PhysAddr(0x3000), Prot::READ)
         .unwrap();
-    for level in 0..PT {
+    for level in (0..PT.index()).map(Level::<X86_64>::new) {
         assert!(
             matches!(
                 X86_64::decode(level, raw_entry(&mm, 0x1000, level).unwrap()),
                 Entry::Table(_)
             ),
-            "level {level}"
+            "level {level:?}"
         );
     }
     assert!(matches!(

@@ -6,19 +6,24 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use mmu_notifier_core::{Arch, Entry, PhysAddr, Prot, PteSlot, VirtAddr};
+use mmu_notifier_core::{Arch, Entry, Level, PhysAddr, Prot, PteSlot, VirtAddr};
 use mmu_notifier_x86::{PteFlags, X86_64};
 
-const PT: usize = X86_64::PT;
+const PT: Level<X86_64> = X86_64::PT;
 const A: u64 = PteFlags::ACCESSED.bits();
 const D: u64 = PteFlags::DIRTY.bits();
 const VA: VirtAddr = VirtAddr(0x7000_0000);
 
-fn slot(word: &AtomicU64) -> PteSlot<'_> {
-    // SAFETY: the word stands for a PT-level entry translating VA (4 KiB
-    // aligned); it is local to the test, so nobody else changes it and no
-    // CPU walks it.
-    unsafe { PteSlot::new(word, VA, PT) }
+fn slot(word: &AtomicU64) -> PteSlot<'_, X86_64> {
+    // SAFETY: 1. the word stands for a PT-level entry translating VA (4 KiB
+    // aligned), at its own address; 2. it is local to the test, so nobody
+    // else changes it and no CPU walks it.
+    unsafe { PteSlot::new(word, pa_of(word), VA, PT) }.unwrap()
+}
+
+/// A test-local word's address, standing for its physical address.
+fn pa_of(word: &AtomicU64) -> PhysAddr {
+    PhysAddr(std::ptr::from_ref(word).addr() as u64)
 }
 
 fn rw_leaf() -> u64 {
@@ -27,7 +32,7 @@ fn rw_leaf() -> u64 {
 
 #[test]
 fn set_pte_at_stores_the_entry() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(X86_64::invalid_entry(PT));
     // SAFETY: the entry is invalid; the frame is never accessed.
     unsafe { arch.set_pte_at(&slot(&word), rw_leaf()) };
@@ -36,7 +41,7 @@ fn set_pte_at_stores_the_entry() {
 
 #[test]
 fn get_and_clear_leaves_zero_and_returns_the_old_entry_with_hardware_bits() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf() | A | D);
     // SAFETY: a valid leaf of a test-local word.
     let pending = unsafe { arch.ptep_get_and_clear(&slot(&word)) };
@@ -57,7 +62,7 @@ fn get_and_clear_leaves_zero_and_returns_the_old_entry_with_hardware_bits() {
 
 #[test]
 fn clear_flush_returns_the_old_entry_once_flushed() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf() | D);
     // SAFETY: a valid leaf of a test-local word.
     let flushed = unsafe { arch.ptep_clear_flush(&slot(&word)) };
@@ -74,7 +79,7 @@ fn clear_flush_returns_the_old_entry_once_flushed() {
 
 #[test]
 fn modify_installs_the_downgrade_and_returns_the_old_entry() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf());
     let ro = X86_64::leaf_with_prot(PT, rw_leaf(), Prot::USER);
     // SAFETY: a valid leaf; `ro` maps the same frame with less permission.
@@ -87,7 +92,7 @@ fn modify_installs_the_downgrade_and_returns_the_old_entry() {
 
 #[test]
 fn modify_keeps_accessed_and_dirty_set_after_the_caller_read_the_entry() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf());
     let read = word.load(Ordering::Relaxed);
     let ro = X86_64::leaf_with_prot(PT, read, Prot::USER);
@@ -106,7 +111,7 @@ fn modify_keeps_accessed_and_dirty_set_after_the_caller_read_the_entry() {
 
 #[test]
 fn modify_does_not_invent_accessed_or_dirty() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf());
     let ro = X86_64::leaf_with_prot(PT, rw_leaf(), Prot::READ);
     // SAFETY: a valid leaf; `ro` maps the same frame with less permission.
@@ -118,7 +123,7 @@ fn modify_does_not_invent_accessed_or_dirty() {
 fn modify_racing_a_hardware_walker_loses_no_dirty_bit() {
     // A thread plays the hardware walker, setting A and D with locked ORs,
     // while the owner flips the permissions back and forth.
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf());
     let stop = AtomicBool::new(false);
     let rounds = if cfg!(miri) { 20 } else { 20_000 };
@@ -162,7 +167,7 @@ fn modify_racing_a_hardware_walker_loses_no_dirty_bit() {
 
 #[test]
 fn test_and_clear_young_clears_only_accessed() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf() | A | D);
     // SAFETY: a valid leaf of a test-local word.
     let young = unsafe { arch.ptep_test_and_clear_young(&slot(&word)) };
@@ -180,7 +185,7 @@ fn test_and_clear_young_clears_only_accessed() {
 
 #[test]
 fn test_and_clear_young_keeps_a_dirty_bit_set_concurrently() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf() | A);
     let rounds = if cfg!(miri) { 10 } else { 10_000 };
     std::thread::scope(|s| {
@@ -204,7 +209,7 @@ fn test_and_clear_young_keeps_a_dirty_bit_set_concurrently() {
 
 #[test]
 fn clear_flush_young_on_x86_is_test_and_clear_young() {
-    let arch = X86_64::identity();
+    let arch = local();
     let word = AtomicU64::new(rw_leaf() | A | D);
     // SAFETY: a valid leaf of a test-local word.
     assert!(unsafe { arch.ptep_clear_flush_young(&slot(&word)) });
@@ -215,11 +220,11 @@ fn clear_flush_young_on_x86_is_test_and_clear_young() {
 
 #[test]
 fn huge_leaf_primitives_keep_page_size() {
-    let arch = X86_64::identity();
+    let arch = local();
     let huge = X86_64::encode_leaf(X86_64::PD, PhysAddr(0x4000_0000), Prot::WRITE);
     let word = AtomicU64::new(huge | A);
-    // SAFETY: a PD-level leaf for a 2 MiB-aligned address, test-local.
-    let s = unsafe { PteSlot::new(&word, VirtAddr(0x20_0000), X86_64::PD) };
+    // SAFETY: 1. a PD-level leaf for a 2 MiB-aligned address; 2. test-local.
+    let s = unsafe { PteSlot::new(&word, pa_of(&word), VirtAddr(0x20_0000), X86_64::PD) }.unwrap();
     let ro = X86_64::leaf_with_prot(X86_64::PD, huge, Prot::READ);
     // SAFETY: a valid leaf; same frame, less permission.
     let _ = unsafe { arch.ptep_modify(&s, ro) }.flush();
@@ -233,10 +238,15 @@ fn huge_leaf_primitives_keep_page_size() {
 
 #[test]
 fn flushes_are_harmless_on_the_host() {
-    let arch = X86_64::identity();
-    // SAFETY: on the host these are no-ops (no ring 0 needed).
-    unsafe {
-        arch.flush_tlb_page(VA, PT);
-        arch.flush_tlb_all();
-    }
+    let arch = local();
+    // On the host these are no-ops; on bare metal, safe instructions too.
+    arch.flush_tlb_page(VA, PT);
+    arch.flush_tlb_all();
+}
+
+/// The arch with local-only flushes.
+fn local() -> X86_64 {
+    // SAFETY: host tables: no CPU walks them, so there is nothing to flush
+    // anywhere.
+    unsafe { X86_64::local_only() }
 }

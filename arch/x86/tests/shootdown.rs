@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use mmu_notifier_core::{
-    AddressSpace, Arch, FrameAllocator, MmuNotifier, PageRange, PhysAddr, Prot, Subscription,
-    VirtAddr,
+    AddressSpace, Arch, MmuNotifier, PageRange, PhysAddr, Prot, Subscription, TableMemory, VirtAddr,
 };
 use mmu_notifier_x86::{TlbShootdown, X86_64};
 
@@ -26,7 +25,10 @@ impl Recorder {
     }
 }
 
-impl TlbShootdown for Recorder {
+// SAFETY: a test double: the host has no other CPUs and no hardware
+// walker, so recording the requests is all "every other CPU" needs
+// (1.-4. hold vacuously: there is nothing to purge, lock or wait for).
+unsafe impl TlbShootdown for Recorder {
     fn flush_remote(&self, va: Option<VirtAddr>) {
         self.flushes.lock().unwrap().push(va.map(|v| v.0));
     }
@@ -41,10 +43,14 @@ struct Heap {
     live: AtomicUsize,
 }
 
-// SAFETY: each table is a fresh 4096-aligned heap page, owned until
-// `free_table`; its "physical address" is its address, which
-// `X86_64::with_shootdown(0, _)` maps back to it (provenance exposed).
-unsafe impl FrameAllocator for Heap {
+// SAFETY: 1. each table is a fresh 4096-aligned heap page, owned until
+// `free_table`; 2. its "physical address" is its address (provenance
+// exposed), which `phys_to_virt` maps back to it; 3. no hardware walker.
+unsafe impl TableMemory for Heap {
+    fn phys_to_virt(&self, pa: PhysAddr) -> std::ptr::NonNull<u8> {
+        std::ptr::NonNull::new(std::ptr::with_exposed_provenance_mut(pa.0 as usize)).unwrap()
+    }
+
     fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
         assert_eq!(bytes, 4096);
         self.live.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +90,7 @@ fn flush_tlb_page_reaches_the_other_cpus_before_notifiers_and_frame_reuse() {
     let recorder = leak(Recorder {
         flushes: Mutex::new(Vec::new()),
     });
-    let arch = leak(X86_64::with_shootdown(0, recorder));
+    let arch = leak(X86_64::with_shootdown(recorder));
     let heap = leak(Heap::default());
     let mm = AddressSpace::new(arch, heap).unwrap();
     let va = 0x40_0000;
@@ -124,10 +130,8 @@ fn flush_tlb_all_asks_the_other_cpus_for_a_full_flush() {
     let recorder = leak(Recorder {
         flushes: Mutex::new(Vec::new()),
     });
-    let arch = X86_64::with_shootdown(0, recorder);
-    // SAFETY: on the host the local half is a no-op; the remote half is
-    // the recorder.
-    unsafe { arch.flush_tlb_all() };
+    let arch = X86_64::with_shootdown(recorder);
+    arch.flush_tlb_all();
     assert_eq!(
         recorder.take(),
         vec![None],
@@ -138,7 +142,8 @@ fn flush_tlb_all_asks_the_other_cpus_for_a_full_flush() {
 #[test]
 fn without_a_shootdown_flushes_stay_local() {
     let heap = leak(Heap::default());
-    static LOCAL: X86_64 = X86_64::identity();
+    // SAFETY: host tables: no CPU walks them.
+    static LOCAL: X86_64 = unsafe { X86_64::local_only() };
     let mm = AddressSpace::new(&LOCAL, heap).unwrap();
     mm.map(VirtAddr(0x40_0000), PhysAddr(0x20_0000), Prot::READ)
         .unwrap();
@@ -146,12 +151,10 @@ fn without_a_shootdown_flushes_stay_local() {
     assert_eq!(mm.zap_range(range, &mut |_| {}).unwrap(), 1);
     assert_ne!(
         LOCAL,
-        X86_64::with_shootdown(
-            0,
-            leak(Recorder {
-                flushes: Mutex::new(Vec::new())
-            })
-        )
+        X86_64::with_shootdown(leak(Recorder {
+            flushes: Mutex::new(Vec::new())
+        }))
     );
-    assert_eq!(LOCAL, X86_64::identity());
+    // SAFETY: as above.
+    assert_eq!(LOCAL, unsafe { X86_64::local_only() });
 }

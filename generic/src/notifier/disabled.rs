@@ -17,22 +17,18 @@ use core::pin::Pin;
 use super::{InvalidateRange, MmuNotifier};
 use crate::addr::{PageRange, VirtAddr};
 use crate::error::Error;
-
-/// Does nothing without the `notifier` feature (nothing is ever waited for).
-pub fn set_cpu_id_source(cpu_id: fn() -> usize) {
-    let _ = cpu_id;
-}
+use crate::kernel::{Kernel, Portable};
 
 /// A notifier wrapped for registration. Without the `notifier` feature it
 /// can be built but never registered.
 pub struct Subscription<'h, N: MmuNotifier> {
     notifier: N,
-    _head: PhantomData<fn(&'h NotifierHead) -> &'h NotifierHead>,
+    _head: PhantomData<fn(&'h ()) -> &'h ()>,
 }
 
-impl<N: MmuNotifier> Subscription<'_, N> {
+impl<'h, N: MmuNotifier> Subscription<'h, N> {
     /// Wraps `notifier`.
-    pub fn new(notifier: N) -> Self {
+    pub const fn new(notifier: N) -> Self {
         Self {
             notifier,
             _head: PhantomData,
@@ -53,15 +49,35 @@ impl<N: MmuNotifier> Subscription<'_, N> {
 }
 
 /// The per-address-space notifier list, compiled out: zero-sized.
-#[derive(Debug, Default)]
-pub struct NotifierHead {
-    _private: (),
+pub struct NotifierHead<K: Kernel = Portable> {
+    _kernel: PhantomData<fn() -> K>,
 }
 
-impl NotifierHead {
+impl<K: Kernel> core::fmt::Debug for NotifierHead<K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("NotifierHead (notifiers compiled out)")
+    }
+}
+
+impl<K: Kernel> Default for NotifierHead<K> {
+    fn default() -> Self {
+        Self::for_kernel()
+    }
+}
+
+impl NotifierHead<Portable> {
     /// An empty head.
     pub const fn new() -> Self {
-        Self { _private: () }
+        Self::for_kernel()
+    }
+}
+
+impl<K: Kernel> NotifierHead<K> {
+    /// An empty head of kernel `K`.
+    pub const fn for_kernel() -> Self {
+        Self {
+            _kernel: PhantomData,
+        }
     }
     /// Always `false`.
     #[inline(always)]
@@ -94,8 +110,13 @@ impl NotifierHead {
         Err(Error::NotifiersDisabled)
     }
     /// Does nothing.
+    ///
+    /// # Errors
+    /// Never.
     #[inline(always)]
-    pub fn release(&self) {}
+    pub fn release(&self) -> Result<(), Error> {
+        Ok(())
+    }
     /// Does nothing.
     #[inline(always)]
     pub fn invalidate_page(&self, addr: VirtAddr) {
@@ -139,15 +160,15 @@ impl NotifierHead {
         let _ = addr;
         false
     }
-    /// Returns an empty guard.
+    /// Returns a guard that only remembers its range.
     #[inline(always)]
-    pub fn invalidate_range_start(&self, range: InvalidateRange) -> RangeGuard<'_> {
+    pub fn invalidate_range_start(&self, range: InvalidateRange) -> RangeGuard<'_, K> {
         RangeGuard {
             range,
             _head: PhantomData,
         }
     }
-    /// Returns an empty guard.
+    /// Returns a guard that only remembers its range.
     ///
     /// # Errors
     /// Never.
@@ -155,27 +176,39 @@ impl NotifierHead {
     pub fn try_invalidate_range_start_nonblock(
         &self,
         range: InvalidateRange,
-    ) -> Result<RangeGuard<'_>, Error> {
-        Ok(RangeGuard {
-            range,
-            _head: PhantomData,
-        })
+    ) -> Result<RangeGuard<'_, K>, Error> {
+        Ok(self.invalidate_range_start(range))
     }
 }
 
 /// A range invalidation with nobody to tell.
 #[must_use = "a range invalidation ends when this guard is dropped: bind it for the whole operation"]
-pub struct RangeGuard<'a> {
+pub struct RangeGuard<'a, K: Kernel = Portable> {
     range: InvalidateRange,
-    _head: PhantomData<&'a NotifierHead>,
+    /// Not `Send`, like the real guard.
+    _head: PhantomData<(&'a NotifierHead<K>, *const ())>,
 }
 
-impl RangeGuard<'_> {
+impl<'a, K: Kernel> RangeGuard<'a, K> {
     /// The invalidation this guard belongs to.
     pub fn range(&self) -> &InvalidateRange {
         &self.range
     }
+    /// The head it was started on.
+    pub fn head(&self) -> &'a NotifierHead<K> {
+        // SAFETY: `NotifierHead` is zero-sized here, and a reference to a
+        // zero-sized value needs only a non-null, aligned address.
+        unsafe { core::ptr::NonNull::dangling().as_ref() }
+    }
     /// Ends the invalidation (nothing to do).
     #[inline(always)]
     pub fn end(self) {}
+}
+
+impl<K: Kernel> core::fmt::Debug for RangeGuard<'_, K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RangeGuard")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
 }

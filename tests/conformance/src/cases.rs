@@ -133,7 +133,7 @@ fn fault_in_all<M: Machine>(
     Ok(())
 }
 
-fn coherent<A: Arch, F: mmu_notifier_core::FrameAllocator>(
+fn coherent<A: Arch, F: mmu_notifier_core::TableMemory>(
     shadow: &ShadowMmu,
     mm: &AddressSpace<'_, A, F>,
     after: &str,
@@ -475,7 +475,7 @@ fn huge_unmap_faults_and_invalidates_each_huge_entry<M: Machine>(m: &M) -> Outco
     let Some(level) = m.huge_level() else {
         return Ok(());
     };
-    let span = <M::Arch as Arch>::LEVELS[level].entry_span();
+    let span = level.entry_span();
     let mm = new_space(m)?;
     let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
     ensure!(

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mmu_notifier_core::interval::{IntervalOps, IntervalSub};
 use mmu_notifier_core::{
-    AddressSpace, Arch, Event, FrameAllocator, InvalidateRange, PageRange, PhysAddr, VirtAddr,
+    AddressSpace, Arch, Event, InvalidateRange, PageRange, PhysAddr, TableMemory, VirtAddr,
 };
 
 /// How many translations the device can hold.
@@ -144,7 +144,7 @@ impl Device {
     ///
     /// # Errors
     /// Why the page could not be mapped.
-    pub fn fault_in<A: Arch, F: FrameAllocator>(
+    pub fn fault_in<A: Arch, F: TableMemory>(
         sub: &IntervalSub<'_, Device>,
         mm: &AddressSpace<'_, A, F>,
         va: VirtAddr,
@@ -159,7 +159,7 @@ impl Device {
     ///
     /// # Errors
     /// Why the page could not be mapped.
-    pub fn try_fault_in<A: Arch, F: FrameAllocator>(
+    pub fn try_fault_in<A: Arch, F: TableMemory>(
         sub: &IntervalSub<'_, Device>,
         mm: &AddressSpace<'_, A, F>,
         va: VirtAddr,
@@ -175,7 +175,7 @@ impl Device {
     ///
     /// # Errors
     /// Why the page could not be mapped.
-    pub fn fault_in_with<A: Arch, F: FrameAllocator>(
+    pub fn fault_in_with<A: Arch, F: TableMemory>(
         sub: &IntervalSub<'_, Device>,
         mm: &AddressSpace<'_, A, F>,
         va: VirtAddr,
@@ -185,7 +185,7 @@ impl Device {
         Self::fault(sub, mm, va, write, true, between)
     }
 
-    fn fault<A: Arch, F: FrameAllocator>(
+    fn fault<A: Arch, F: TableMemory>(
         sub: &IntervalSub<'_, Device>,
         mm: &AddressSpace<'_, A, F>,
         va: VirtAddr,
@@ -218,7 +218,7 @@ impl Device {
                 if write && !leaf.prot.writable() {
                     return Some(Err(DeviceFault::NotMapped));
                 }
-                let span = A::LEVELS[level].entry_span();
+                let span = level.entry_span();
                 let frame = PhysAddr(leaf.frame.0 + (page & (span - 1)));
                 let Some(slot) = s
                     .table
@@ -293,7 +293,7 @@ impl Device {
     /// # Errors
     /// `(va, device frame, primary frame or None)` of the first stale one.
     #[allow(clippy::type_complexity)]
-    pub fn check_coherent<A: Arch, F: FrameAllocator>(
+    pub fn check_coherent<A: Arch, F: TableMemory>(
         &self,
         mm: &AddressSpace<'_, A, F>,
     ) -> Result<(), (VirtAddr, PhysAddr, Option<PhysAddr>)> {
@@ -302,7 +302,7 @@ impl Device {
         for e in snapshot.iter().flatten() {
             let va = VirtAddr(e.page);
             let primary = mm.translate(va).map(|(leaf, level)| {
-                let span = A::LEVELS[level].entry_span();
+                let span = level.entry_span();
                 (
                     PhysAddr(leaf.frame.0 + (e.page & (span - 1))),
                     leaf.prot.writable(),

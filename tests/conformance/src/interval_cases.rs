@@ -85,7 +85,7 @@ fn fault_all<M: Machine>(
     Ok(())
 }
 
-fn coherent<A: Arch, F: mmu_notifier_core::FrameAllocator>(
+fn coherent<A: Arch, F: mmu_notifier_core::TableMemory>(
     dev: &Device,
     mm: &AddressSpace<'_, A, F>,
     after: &str,

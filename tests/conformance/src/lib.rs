@@ -20,7 +20,7 @@ pub mod shadow;
 
 use core::fmt::{self, Write};
 
-use mmu_notifier_core::{Arch, FrameAllocator, PhysAddr, VirtAddr};
+use mmu_notifier_core::{Arch, PhysAddr, TableMemory, VirtAddr};
 
 /// How a CPU access failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub trait Machine {
     /// The arch under test.
     type Arch: Arch;
     /// Its table allocator.
-    type Frames: FrameAllocator;
+    type Frames: TableMemory;
     /// The arch instance.
     fn arch(&self) -> &Self::Arch;
     /// The table allocator.
@@ -74,7 +74,7 @@ pub trait Machine {
     fn test_base(&self) -> VirtAddr;
     /// The level whose leaves are huge pages, if this machine can run them
     /// (s390x under TCG cannot: no EDAT).
-    fn huge_level(&self) -> Option<usize>;
+    fn huge_level(&self) -> Option<mmu_notifier_core::Level<Self::Arch>>;
 }
 
 /// Why a case failed: a short message, formatted without allocation.

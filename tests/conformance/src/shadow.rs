@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use mmu_notifier_core::{
     AddressSpace, Again, Event, InvalidateRange, MmuNotifier, PageRange, PhysAddr, VirtAddr,
 };
-use mmu_notifier_core::{Arch, FrameAllocator};
+use mmu_notifier_core::{Arch, TableMemory};
 
 /// How many translations the shadow can cache.
 pub const CAPACITY: usize = 64;
@@ -139,7 +139,7 @@ impl ShadowMmu {
     ///
     /// # Errors
     /// Why it could not.
-    pub fn fault_in<A: Arch, F: FrameAllocator>(
+    pub fn fault_in<A: Arch, F: TableMemory>(
         &self,
         mm: &AddressSpace<'_, A, F>,
         va: VirtAddr,
@@ -159,7 +159,7 @@ impl ShadowMmu {
         if write && !leaf.prot.writable() {
             return Err(FaultIn::NotMapped);
         }
-        let span = A::LEVELS[level].entry_span();
+        let span = level.entry_span();
         let frame = PhysAddr(leaf.frame.0 + (page & (span - 1)));
         self.state.with(|s| {
             let slot = s
@@ -249,7 +249,7 @@ impl ShadowMmu {
     /// # Errors
     /// The first stale translation.
     #[allow(clippy::type_complexity)]
-    pub fn check_coherent<A: Arch, F: FrameAllocator>(
+    pub fn check_coherent<A: Arch, F: TableMemory>(
         &self,
         mm: &AddressSpace<'_, A, F>,
     ) -> Result<(), (VirtAddr, PhysAddr, Option<PhysAddr>)> {
@@ -258,7 +258,7 @@ impl ShadowMmu {
         for c in snapshot.iter().flatten() {
             let va = VirtAddr(c.page);
             let primary = mm.translate(va).map(|(leaf, level)| {
-                let span = A::LEVELS[level].entry_span();
+                let span = level.entry_span();
                 (
                     PhysAddr(leaf.frame.0 + (c.page & (span - 1))),
                     leaf.prot.writable(),

@@ -39,9 +39,13 @@
 //! may sleep), so while any of them is walking the tree is frozen: inserts
 //! and removes are queued on a deferred list and applied, under the lock,
 //! when the last running invalidation ends (Linux's `deferred_list`).
-//! - An interval inserted while an invalidation runs gets that
-//!   invalidation's (odd) sequence, so its first `read_begin` waits until
-//!   the invalidation, which it missed, has ended.
+//! - An interval inserted while an invalidation walks the tree is queued:
+//!   it enters the tree when the last running invalidation ends, and
+//!   invalidations that begin before then (while the tree is frozen) miss
+//!   it too. It gets the running invalidations' (odd) sequence, so its
+//!   `read_begin` waits until all of them, the ones it missed included,
+//!   have ended: a fault path that follows the protocol never installs a
+//!   translation that an invalidation it missed is replacing.
 //! - [`IntervalNotifiers::remove`], and dropping an [`IntervalSub`], return
 //!   only once the interval is out of the tree and no invalidation can
 //!   reach it any more: the memory may then be freed. The type system adds
@@ -63,14 +67,19 @@
 //! invalidation callback takes (the driver lock, the page-table lock).
 //!
 //! # Which invalidations reach an interval
-//! The range pair ([`MmuNotifier::invalidate_range_start`]/`end`, as every
-//! call site of [`AddressSpace`] brackets its work) and
-//! [`release`](MmuNotifier::release), which is dispatched as an
-//! [`Event::Release`] invalidation of the whole address space to every
-//! interval. The seed's per-page calls (`invalidate_page`,
-//! `invalidate_pages`) and `age_page` are not dispatched: they always come
+//! The range pair (the head's `invalidate_range_start` and the guard's end,
+//! as every call site of [`AddressSpace`] brackets its work, and as the
+//! per-page helpers require) and the head's release, which is dispatched
+//! as an [`Event::Release`] invalidation of the whole address space to
+//! every interval. The per-page calls (`invalidate_page`,
+//! `invalidate_pages`) and aging are not dispatched: they always come
 //! inside a range pair that already reached the interval, as in Linux,
 //! which dropped them in 2017.
+//!
+//! The manager receives the range pair and release from the notifier core
+//! only, through a sealed entry point: its public [`MmuNotifier`] methods
+//! do nothing, so no caller can end an invalidation that never started and
+//! unfreeze the tree under a running walk.
 //!
 //! # The tree, and why it is our own
 //! An intrusive AVL tree keyed by `(start, address)` and augmented with each
@@ -80,10 +89,8 @@
 //! No crate fits: `intrusive-collections` (the well-kept `no_std`
 //! intrusive red-black tree) has no hook to maintain a subtree maximum and
 //! keeps its links in `Cell`s that neither loom nor a lock-free walker can
-//! use; `intervaltree` and its kin allocate and are immutable once built;
-//! none of the installed crates (`/work/.library/env/packages`) is an
-//! interval tree. Ours is ~250 lines with a property test against a
-//! linear scan.
+//! use; `intervaltree` and its kin allocate and are immutable once built.
+//! Ours is ~250 lines with a property test against a linear scan.
 //!
 //! # Example
 //! A device that mirrors 16 pages, driven directly through a
@@ -189,9 +196,10 @@ use core::ptr;
 
 use crate::addr::{PageRange, VirtAddr};
 use crate::error::Error;
-use crate::notifier::{Again, Event, InvalidateRange, MmuNotifier};
+use crate::notifier::sealed::CoreOnly;
+use crate::notifier::{Again, Callbacks, Event, InvalidateRange, MmuNotifier};
 use crate::sync::{
-    spin_loop, AtomicPtr, AtomicU64, AtomicUsize,
+    spin_loop, AtomicU64, AtomicUsize,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
     RawSpinLock,
 };
@@ -242,10 +250,13 @@ impl<T: Copy> LockCell<T> {
     }
 }
 
-// Subscription states. Every transition happens under the lock of the
-// manager the subscription belongs to; the last one of a removal (to IDLE)
-// hands the memory back to its owner.
-/// In no manager; may be inserted.
+// Subscription states, in the low bits of the membership word (the rest is
+// the manager's address). Every transition happens under the lock of the
+// manager the word names, by compare-and-swap out of IDLE (the claim) and
+// by stores after it; the last one of a removal (to IDLE) hands the memory
+// back to its owner. One word, so no CPU can pair one manager with another
+// manager's state.
+/// In no manager; may be inserted. The whole word is 0.
 const IDLE: usize = 0;
 /// In the tree.
 const IN_TREE: usize = 1;
@@ -255,6 +266,16 @@ const PENDING_INSERT: usize = 2;
 /// In the tree and on the deferred list, waiting to leave it; still called
 /// by the invalidations that run.
 const PENDING_REMOVE: usize = 3;
+const STATE_BITS: usize = 0b11;
+
+/// The manager address of a membership word.
+const fn manager_of(word: usize) -> usize {
+    word & !STATE_BITS
+}
+/// The state of a membership word.
+const fn state_of(word: usize) -> usize {
+    word & STATE_BITS
+}
 
 /// The type-erased part of a subscription: tree links, deferred-list link,
 /// state and sequence. `links` comes first: the tree's pointers to it are
@@ -264,12 +285,11 @@ struct Node {
     links: Links,
     /// Next on the manager's deferred list (manager lock).
     deferred_next: LockCell<*const Node>,
-    state: AtomicUsize,
+    /// `manager address | state`; 0 when idle. A named manager is valid
+    /// for the subscription's lifetime `'a`.
+    membership: AtomicUsize,
     /// The driver's copy of the invalidate sequence (`set_seq`).
     seq: AtomicU64,
-    /// The manager it was last inserted in; null if never inserted. Valid
-    /// for the subscription's lifetime `'a`.
-    manager: AtomicPtr<IntervalNotifiers>,
     invalidate: unsafe fn(*const Node, &InvalidateRange, u64) -> bool,
 }
 
@@ -340,9 +360,8 @@ impl<T: IntervalOps> IntervalSub<'_, T> {
             node: Node {
                 links: Links::new(),
                 deferred_next: LockCell::new(ptr::null()),
-                state: AtomicUsize::new(IDLE),
+                membership: AtomicUsize::new(IDLE),
                 seq: AtomicU64::new(0),
-                manager: AtomicPtr::new(ptr::null_mut()),
                 invalidate: invalidate_thunk::<T>,
             },
             ops,
@@ -361,18 +380,15 @@ impl<T: IntervalOps> IntervalSub<'_, T> {
     /// Whether the interval is inserted (in the tree, or waiting to enter
     /// or leave it).
     pub fn is_inserted(&self) -> bool {
-        self.node.state.load(Acquire) != IDLE
+        self.node.membership.load(Acquire) != IDLE
     }
 
     /// The interval as `(start, length)`, if inserted.
     pub fn interval(&self) -> Option<(VirtAddr, u64)> {
-        let manager = self.manager()?;
-        let _lock = manager.lock.lock();
-        if self.node.state.load(Relaxed) == IDLE {
-            return None;
-        }
-        // SAFETY: inserted, so `start`/`last` were written under this lock
-        // and change only when it is inserted again, under it too.
+        let (_lock, _manager) = self.lock_manager()?;
+        // SAFETY: inserted in the manager whose lock we hold, so
+        // `start`/`last` were written under this lock and change only when
+        // it is inserted again, which needs it idle first.
         let (start, last) = unsafe { (self.node.links.start.get(), self.node.links.last.get()) };
         Some((VirtAddr(start), last - start + 1))
     }
@@ -385,20 +401,34 @@ impl<T: IntervalOps> IntervalSub<'_, T> {
         ptr::from_ref(self).cast()
     }
 
-    fn manager(&self) -> Option<&IntervalNotifiers> {
-        // SAFETY: set by `insert` from a `&'a IntervalNotifiers`, and `'a`
-        // outlives `self`.
-        unsafe { self.node.manager.load(Acquire).as_ref() }
+    /// The manager the subscription is inserted in, with its lock held
+    /// (so it stays there until the guard drops); `None` if idle.
+    fn lock_manager(&self) -> Option<(crate::sync::RawSpinGuard<'_>, &IntervalNotifiers)> {
+        loop {
+            let word = self.node.membership.load(Acquire);
+            if word == IDLE {
+                return None;
+            }
+            let at = ptr::with_exposed_provenance::<IntervalNotifiers>(manager_of(word));
+            // SAFETY: `insert` stored the address of a `&'a IntervalNotifiers`
+            // (exposed there), and `'a` outlives `self`.
+            let manager = unsafe { &*at };
+            let lock = manager.lock.lock();
+            // Only this manager's lock holder moves the node out of it: if
+            // the word still names it, it stays there while we hold it.
+            if manager_of(self.node.membership.load(Acquire)) == manager_of(word) {
+                return Some((lock, manager));
+            }
+        }
     }
 
     /// The sequence, and whether an invalidation that collides with this
     /// interval is running (its `invalidate` set our sequence to the
     /// manager's current odd one, or we were inserted during it).
     fn snapshot(&self) -> (u64, Option<&IntervalNotifiers>) {
-        let Some(manager) = self.manager() else {
+        let Some((_lock, manager)) = self.lock_manager() else {
             return (self.node.seq.load(Acquire), None);
         };
-        let _lock = manager.lock.lock();
         let seq = self.node.seq.load(Acquire);
         let colliding = seq == manager.seq.load(Relaxed);
         (seq, colliding.then_some(manager))
@@ -464,13 +494,17 @@ impl<T: IntervalOps> IntervalSub<'_, T> {
 
 impl<T: IntervalOps> Drop for IntervalSub<'_, T> {
     fn drop(&mut self) {
-        // `&mut self`: nobody can insert us concurrently, so IDLE stays IDLE.
-        if self.node.state.load(Acquire) == IDLE {
+        // `&mut self`: nobody can insert us concurrently, so IDLE stays IDLE,
+        // and only our manager moves us (out of it).
+        let word = self.node.membership.load(Acquire);
+        if word == IDLE {
             return;
         }
-        if let Some(manager) = self.manager() {
-            let _ = manager.remove_sub(self);
-        }
+        // SAFETY: as in `lock_manager`: the address of a manager that
+        // outlives us.
+        let manager =
+            unsafe { &*ptr::with_exposed_provenance::<IntervalNotifiers>(manager_of(word)) };
+        let _ = manager.remove_sub(self);
     }
 }
 
@@ -537,11 +571,21 @@ impl IntervalNotifiers {
         self.seq.load(Acquire) & 1 == 1
     }
 
+    /// This manager's address, as membership words hold it (exposed, so
+    /// `lock_manager` may turn it back into a reference).
+    fn addr(&self) -> usize {
+        ptr::from_ref(self).expose_provenance()
+    }
+
     /// Inserts `sub` for the interval `[start, start + len)` (Linux's
-    /// `mmu_interval_notifier_insert`). From now on every invalidation that
-    /// overlaps it and begins after this returns calls its ops. If
-    /// invalidations are running, it enters the tree when they end, and
-    /// its first [`read_begin`](IntervalSub::read_begin) waits for that.
+    /// `mmu_interval_notifier_insert`).
+    ///
+    /// If no invalidation walks the tree, every invalidation that overlaps
+    /// the interval and begins after this returns calls its ops. Otherwise
+    /// it is queued and enters the tree when the last running invalidation
+    /// ends; invalidations that begin before then miss it as well, and its
+    /// [`read_begin`](IntervalSub::read_begin) waits until every one of
+    /// them has ended, so the fault path is protected either way.
     ///
     /// # Errors
     /// [`Error::EmptyRange`] if `len == 0`; [`Error::OutOfRange`] if the
@@ -566,17 +610,18 @@ impl IntervalNotifiers {
         // The tree holds pointers derived from the whole subscription: the
         // thunk casts them back to reach the ops.
         let node_ptr = sub.node_ptr();
+        let me = self.addr();
         let _lock = self.lock.lock();
         // Claim it: an IDLE subscription is in no manager, so the claim
-        // gives us its cells; a racing insert elsewhere loses here.
+        // gives us its cells; a racing insert elsewhere loses here, and a
+        // racing remove on its old manager sees our word, not its own.
         if node
-            .state
-            .compare_exchange(IDLE, PENDING_INSERT, AcqRel, Acquire)
+            .membership
+            .compare_exchange(IDLE, me | PENDING_INSERT, AcqRel, Acquire)
             .is_err()
         {
             return Err(Error::AlreadyRegistered);
         }
-        node.manager.store(ptr::from_ref(self).cast_mut(), Release);
         // SAFETY: claimed above, so nobody else touches its links; its
         // previous manager (if any) let go with its IDLE store, which our
         // CAS acquired.
@@ -592,7 +637,7 @@ impl IntervalNotifiers {
                 // the manager's (even), so `read_begin` does not wait.
                 self.tree.insert(node_ptr.cast());
                 node.seq.store(seq.wrapping_sub(1), Release);
-                node.state.store(IN_TREE, Release);
+                node.membership.store(me | IN_TREE, Release);
             } else if seq & 1 == 1 {
                 // Invalidations walk the tree: queue it. It missed them, so
                 // it gets their sequence and its readers wait for them.
@@ -607,7 +652,7 @@ impl IntervalNotifiers {
                 self.tree.insert(node_ptr.cast());
                 self.seq.store(seq | 1, Release);
                 node.seq.store(seq | 1, Release);
-                node.state.store(IN_TREE, Release);
+                node.membership.store(me | IN_TREE, Release);
             }
         }
         Ok(())
@@ -630,41 +675,44 @@ impl IntervalNotifiers {
         // What this publishes (on the deferred list) is, as in `insert`, a
         // pointer to the whole subscription, never one derived from `node`.
         let this = sub.node_ptr();
+        let me = self.addr();
         {
             let _lock = self.lock.lock();
-            if !ptr::eq(node.manager.load(Relaxed), self) {
+            // Under our lock only we move a node that names us; a node that
+            // names another manager (or none) is not ours to touch.
+            let word = node.membership.load(Acquire);
+            if word == IDLE || manager_of(word) != me {
                 return Err(Error::NotRegistered);
             }
-            // SAFETY: the node is ours (its manager is us) and we hold the
+            // SAFETY: the node is ours (its word names us) and we hold the
             // lock, which guards its links and our list and tree.
             unsafe {
-                match node.state.load(Relaxed) {
+                match state_of(word) {
                     IN_TREE if self.seq.load(Relaxed) & 1 == 0 => {
                         // Nobody walks the tree: out at once.
                         self.tree.remove(this.cast());
-                        node.state.store(IDLE, Release);
+                        node.membership.store(IDLE, Release);
                         return Ok(());
                     }
                     IN_TREE => {
                         node.deferred_next.set(self.deferred.get());
                         self.deferred.set(this);
-                        node.state.store(PENDING_REMOVE, Relaxed);
+                        node.membership.store(me | PENDING_REMOVE, Relaxed);
                     }
                     PENDING_INSERT => {
                         // Never reachable by an invalidation: cancel.
                         self.unlink_deferred(node);
-                        node.state.store(IDLE, Release);
+                        node.membership.store(IDLE, Release);
                         return Ok(());
                     }
                     // Someone else is removing it: wait with them.
-                    PENDING_REMOVE => {}
-                    _ => return Err(Error::NotRegistered),
+                    _ => {}
                 }
             }
         }
         // The last invalidation's end takes it out of the tree and stores
         // IDLE as its very last access to the node.
-        while node.state.load(Acquire) != IDLE {
+        while node.membership.load(Acquire) != IDLE {
             spin_loop();
         }
         Ok(())
@@ -762,16 +810,16 @@ impl IntervalNotifiers {
                 let this = p;
                 p = node.deferred_next.get();
                 node.deferred_next.set(ptr::null());
-                match node.state.load(Relaxed) {
+                match state_of(node.membership.load(Relaxed)) {
                     PENDING_INSERT => {
                         self.tree.insert(this.cast());
-                        node.state.store(IN_TREE, Release);
+                        node.membership.store(self.addr() | IN_TREE, Release);
                     }
                     PENDING_REMOVE => {
                         self.tree.remove(this.cast());
                         // Hands the node back: its owner may free it now,
                         // so this is our last access to it.
-                        node.state.store(IDLE, Release);
+                        node.membership.store(IDLE, Release);
                     }
                     _ => debug_assert!(false, "a deferred node is pending"),
                 }
@@ -781,10 +829,18 @@ impl IntervalNotifiers {
     }
 }
 
+/// The manager receives the range pair and release from the notifier core
+/// only (the sealed `__*_from_core` entry points): its public methods keep
+/// their empty defaults, so a direct call can neither start nor end an
+/// invalidation and unbalance the manager.
 impl MmuNotifier for IntervalNotifiers {
+    fn callbacks(&self) -> Callbacks {
+        Callbacks::RELEASE.union(Callbacks::RANGE)
+    }
+
     /// Dispatches an [`Event::Release`] invalidation of the whole address
     /// space to every interval (Linux's `mn_itree_release`).
-    fn release(&self) {
+    fn __release_from_core(&self, _: CoreOnly) {
         let everything = PageRange::new(VirtAddr(0), VirtAddr(u64::MAX), 1)
             .expect("[0, u64::MAX) is a valid range of 1-byte pages");
         let range = InvalidateRange::new(everything, Event::Release);
@@ -792,11 +848,11 @@ impl MmuNotifier for IntervalNotifiers {
         self.end();
     }
 
-    fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
+    fn __range_start_from_core(&self, range: &InvalidateRange, _: CoreOnly) -> Result<(), Again> {
         self.invalidate(range, range.range.start().0, range.range.end().0 - 1)
     }
 
-    fn invalidate_range_end(&self, _range: &InvalidateRange) {
+    fn __range_end_from_core(&self, _range: &InvalidateRange, _: CoreOnly) {
         self.end();
     }
 }
