@@ -634,3 +634,41 @@ pub fn check_phys_limit<A: Arch + ?Sized>(pa: PhysAddr, bytes: u64) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Prot;
+
+    const FLAGS: [Prot; 3] = [Prot::WRITE, Prot::EXEC, Prot::USER];
+
+    fn every_prot() -> impl Iterator<Item = Prot> {
+        (0u8..8).map(|bits| {
+            FLAGS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .fold(Prot::READ, |p, (_, &f)| p | f)
+        })
+    }
+
+    #[test]
+    fn a_downgrade_is_losing_any_permission_and_an_upgrade_gaining_any() {
+        for old in every_prot() {
+            for new in every_prot() {
+                let loses = FLAGS.iter().any(|&f| old.contains(f) && !new.contains(f));
+                let gains = FLAGS.iter().any(|&f| !old.contains(f) && new.contains(f));
+                assert_eq!(old.is_downgrade_to(new), loses, "{old:?} -> {new:?}");
+                assert_eq!(old.is_upgrade_to(new), gains, "{old:?} -> {new:?}");
+            }
+        }
+        assert!(Prot::WRITE.is_downgrade_to(Prot::READ), "write-protect");
+        assert!(!Prot::READ.is_downgrade_to(Prot::WRITE), "making writable");
+        assert!(!Prot::WRITE.is_downgrade_to(Prot::WRITE), "no change");
+        let rwu = Prot::WRITE | Prot::USER;
+        let rwx = Prot::WRITE | Prot::EXEC;
+        assert!(
+            rwu.is_downgrade_to(rwx) && rwu.is_upgrade_to(rwx),
+            "trading USER for EXEC is both"
+        );
+    }
+}

@@ -151,6 +151,8 @@ impl MmuNotifier for Tracked {
 // access goes through loom's race detector: a data race fails the model
 // instead of being undefined behaviour.
 unsafe impl Sync for Tracked {}
+// SAFETY: as for `Sync`: the cell is shared only through loom's checks.
+unsafe impl Send for Tracked {}
 
 /// (a) One thread invalidates a page while another unregisters the
 /// notifier and then frees it: the callback, if it runs at all, happens
@@ -318,5 +320,174 @@ fn range_racing_register_on_busy_head_never_ends_without_start() {
             0,
             "every start the new notifier got was ended"
         );
+    });
+}
+
+/// (e) Issue 11, item 2: a node released by head A is registered on head B
+/// while A still unregisters it. The head and the state of a node are one
+/// word, moved by compare-and-swap: A's unregister sees B's word and
+/// leaves the node alone, so it is never marked idle (and freed by its
+/// owner) while B walks it.
+#[test]
+fn a_node_moving_between_heads_is_never_half_moved() {
+    check("register on B vs unregister on A", 3, || {
+        let a: &'static NotifierHead = leak(NotifierHead::new());
+        let b: &'static NotifierHead = leak(NotifierHead::new());
+        let sub = leak_pinned(Tracked::new());
+        a.register(sub).unwrap();
+        a.release().unwrap();
+        let registrar = thread::spawn(move || b.register(sub));
+        let unregistered = a.unregister(sub);
+        let registered = registrar.join().unwrap();
+        assert!(
+            matches!(
+                unregistered,
+                Err(mmu_notifier_core::Error::Released | mmu_notifier_core::Error::NotRegistered)
+            ),
+            "A released the node: its unregister refuses, whoever holds it now ({unregistered:?})"
+        );
+        assert_eq!(
+            registered.is_ok(),
+            sub.is_registered(),
+            "registered on B, but A's unregister marked the node idle: its owner would free it while B still walks it"
+        );
+        if registered.is_ok() {
+            b.unregister(sub).unwrap();
+        }
+    });
+}
+
+/// (f) Issue 11, item 9: Y and X unregister while a range runs. The
+/// interest a range's fast path reads after its snapshot covers every node
+/// that snapshot still sees (a white-box check in `invalidate_range_start`
+/// panics otherwise), so X, visible to the range, gets its start and end.
+#[test]
+fn interest_covers_every_node_a_snapshot_sees() {
+    check("range vs two unregisters", 2, || {
+        let head: &'static NotifierHead = leak(NotifierHead::new());
+        let x = leak_pinned(Tracked::new());
+        let y = leak_pinned(Tracked::new());
+        head.register(x).unwrap();
+        head.register(y).unwrap();
+        let ty = thread::spawn(move || head.unregister(y).unwrap());
+        let tr = thread::spawn(move || head.invalidate_range_start(range()).end());
+        head.unregister(x).unwrap();
+        ty.join().unwrap();
+        tr.join().unwrap();
+    });
+}
+
+/// (g) Issue 11, item 10: two releases at once. Each returns only after
+/// the notifier's release callback has run, exactly once.
+#[test]
+fn concurrent_releases_both_return_after_the_release_callback() {
+    check("release vs release", 3, || {
+        let head: &'static NotifierHead = leak(NotifierHead::new());
+        let sub = leak_pinned(Tracked::new());
+        head.register(sub).unwrap();
+        let other = thread::spawn(move || {
+            head.release().unwrap();
+            sub.notifier().releases.load(SeqCst)
+        });
+        head.release().unwrap();
+        assert_eq!(
+            sub.notifier().releases.load(SeqCst),
+            1,
+            "released exactly once"
+        );
+        assert_eq!(
+            other.join().unwrap(),
+            1,
+            "the other release returned after the callback too"
+        );
+    });
+}
+
+/// (h) Two unregisters of one notifier race with an invalidation: one
+/// succeeds, the other reports `NotRegistered`, and once both returned the
+/// memory may go (no callback after).
+#[test]
+fn two_unregisters_race_and_the_memory_may_go_after_both() {
+    check("unregister vs unregister vs invalidate_page", 2, || {
+        let head: &'static NotifierHead = leak(NotifierHead::new());
+        let sub = leak_pinned(Tracked::new());
+        head.register(sub).unwrap();
+        let invalidator = thread::spawn(move || head.invalidate_page(VirtAddr(0)));
+        let other = thread::spawn(move || head.unregister(sub));
+        let mine = head.unregister(sub);
+        let theirs = other.join().unwrap();
+        assert!(
+            mine.is_ok() != theirs.is_ok(),
+            "exactly one unregister succeeds: {mine:?} {theirs:?}"
+        );
+        if mine.is_ok() {
+            free(sub.notifier().memory);
+        }
+        invalidator.join().unwrap();
+    });
+}
+
+/// A notifier whose non-blocking start always fails, touching its memory.
+struct Refusing(Tracked);
+
+// SAFETY: as for `Tracked`.
+unsafe impl Sync for Refusing {}
+
+impl MmuNotifier for Refusing {
+    fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
+        self.0.touch("invalidate_range_start");
+        if range.may_block() {
+            Ok(())
+        } else {
+            Err(Again)
+        }
+    }
+}
+
+/// (i) The non-blocking path: a start that one notifier refuses ends the
+/// notifiers that had started, while the refusing one unregisters and is
+/// freed. Nothing is called on freed memory, and no end without a start.
+#[test]
+fn a_refused_nonblocking_start_racing_unregister() {
+    check("nonblocking start (Again) vs unregister", 3, || {
+        let head: &'static NotifierHead = leak(NotifierHead::new());
+        let refusing = Pin::static_ref(leak(Subscription::new(Refusing(Tracked::new()))));
+        let tracked = leak_pinned(Tracked::new());
+        head.register(refusing).unwrap();
+        head.register(tracked).unwrap();
+        let invalidator = thread::spawn(move || {
+            let r = head.try_invalidate_range_start_nonblock(range());
+            if let Ok(guard) = r {
+                guard.end();
+            }
+        });
+        head.unregister(refusing).unwrap();
+        free(refusing.notifier().0.memory);
+        invalidator.join().unwrap();
+        assert_eq!(
+            tracked.notifier().open_ranges.load(SeqCst),
+            0,
+            "a start that succeeded was ended"
+        );
+    });
+}
+
+/// (j) `get`/`put`: the last reference dropped unregisters and frees the
+/// shared notifier while an invalidation runs; a `get` racing it gets the
+/// same notifier or a new one, never a freed one.
+#[cfg(feature = "alloc")]
+#[test]
+fn get_and_put_racing_an_invalidation() {
+    check("get/put vs invalidate_page", 2, || {
+        let head: &'static NotifierHead = leak(NotifierHead::new());
+        let first = head.get(Tracked::new).unwrap();
+        let invalidator = thread::spawn(move || head.invalidate_page(VirtAddr(0)));
+        let getter = thread::spawn(move || {
+            let again = head.get(Tracked::new).unwrap();
+            again.touch("a notifier from get");
+        });
+        drop(first);
+        getter.join().unwrap();
+        invalidator.join().unwrap();
     });
 }

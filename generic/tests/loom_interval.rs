@@ -33,7 +33,8 @@ use loom::sync::Mutex;
 use loom::thread;
 
 use mmu_notifier_core::interval::{IntervalNotifiers, IntervalOps, IntervalSub};
-use mmu_notifier_core::{Event, InvalidateRange, MmuNotifier, PageRange, VirtAddr};
+use mmu_notifier_core::{Event, InvalidateRange, PageRange, VirtAddr};
+use mmu_notifier_core::{NotifierHead, Subscription};
 
 const PAGE: u64 = 4096;
 const ALIVE: u32 = 0xa11e;
@@ -132,22 +133,31 @@ fn fault(sub: &Sub, primary: &AtomicU64, protocol: bool) {
     }
 }
 
-/// The address space's side: bracket a change of the primary entry.
-fn change_primary(mgr: &IntervalNotifiers, primary: &AtomicU64, to: u64) {
-    let r = page0();
-    mgr.invalidate_range_start(&r).unwrap();
+/// The address space's side: bracket a change of the primary entry with a
+/// range on the head.
+fn change_primary(head: &NotifierHead, primary: &AtomicU64, to: u64) {
+    let guard = head.invalidate_range_start(page0());
     primary.store(to, SeqCst);
-    mgr.invalidate_range_end(&r);
+    guard.end();
+}
+
+/// A manager registered on a head, as a driver sets it up: the manager
+/// hears invalidations from the head only.
+fn registered_manager() -> (&'static NotifierHead, &'static IntervalNotifiers) {
+    let head: &'static NotifierHead = leak(NotifierHead::new());
+    let mgr = Pin::static_ref(leak(Subscription::new(IntervalNotifiers::new())));
+    head.register(mgr).unwrap();
+    (head, mgr.get_ref().notifier())
 }
 
 fn fault_vs_invalidation(protocol: bool) {
-    let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+    let (head, mgr) = registered_manager();
     let sub = leak_sub();
     mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
     let primary: &'static AtomicU64 = leak(AtomicU64::new(1));
 
     let device = thread::spawn(move || fault(&sub, primary, protocol));
-    change_primary(mgr, primary, 2);
+    change_primary(head, primary, 2);
     device.join().unwrap();
 
     let entry = *sub.ops().entry.lock().unwrap();
@@ -190,16 +200,12 @@ fn fault_without_read_retry_keeps_a_replaced_translation() {
 #[test]
 fn deferred_removal_is_never_used_after_free() {
     check("remove vs invalidation", 3, || {
-        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let (head, mgr) = registered_manager();
         let other: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
         let sub = leak_sub();
         mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
 
-        let invalidator = thread::spawn(move || {
-            let r = page0();
-            mgr.invalidate_range_start(&r).unwrap();
-            mgr.invalidate_range_end(&r);
-        });
+        let invalidator = thread::spawn(move || head.invalidate_range_start(page0()).end());
 
         mgr.remove(sub).unwrap();
         assert!(!sub.is_inserted());
@@ -216,7 +222,7 @@ fn deferred_removal_is_never_used_after_free() {
 #[test]
 fn dropped_interval_is_never_used_after_free() {
     check("drop vs invalidation", 3, || {
-        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let (head, mgr) = registered_manager();
         let sub: Pin<Box<Sub>> = Box::pin(IntervalSub::new(Dev::new()));
         let memory = sub.ops().memory;
         mgr.insert(sub.as_ref(), VirtAddr(0), PAGE).unwrap();
@@ -225,9 +231,7 @@ fn dropped_interval_is_never_used_after_free() {
             drop(sub);
             free(memory);
         });
-        let r = page0();
-        mgr.invalidate_range_start(&r).unwrap();
-        mgr.invalidate_range_end(&r);
+        head.invalidate_range_start(page0()).end();
 
         owner.join().unwrap();
     });
@@ -243,7 +247,7 @@ fn dropped_interval_is_never_used_after_free() {
 #[test]
 fn interval_inserted_during_invalidation_is_initialised_and_coherent() {
     check("insert + fault vs invalidation", 3, || {
-        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let (head, mgr) = registered_manager();
         let neighbour = leak_sub();
         mgr.insert(neighbour, VirtAddr(0), 2 * PAGE).unwrap();
         let sub = leak_sub();
@@ -253,7 +257,7 @@ fn interval_inserted_during_invalidation_is_initialised_and_coherent() {
             mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
             fault(&sub, primary, true);
         });
-        change_primary(mgr, primary, 2);
+        change_primary(head, primary, 2);
         device.join().unwrap();
 
         let entry = *sub.ops().entry.lock().unwrap();
@@ -272,20 +276,14 @@ fn interval_inserted_during_invalidation_is_initialised_and_coherent() {
 #[test]
 fn removal_waits_for_the_last_of_two_invalidations() {
     check("remove vs two invalidations", 3, || {
-        let mgr: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let (head, mgr) = registered_manager();
         let other: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
         let sub = leak_sub();
         mgr.insert(sub, VirtAddr(0), PAGE).unwrap();
 
-        let second = thread::spawn(move || {
-            let r = page0();
-            mgr.invalidate_range_start(&r).unwrap();
-            mgr.invalidate_range_end(&r);
-        });
+        let second = thread::spawn(move || head.invalidate_range_start(page0()).end());
 
-        let r = page0();
-        mgr.invalidate_range_start(&r).unwrap();
-        mgr.invalidate_range_end(&r);
+        head.invalidate_range_start(page0()).end();
         mgr.remove(sub).unwrap();
         free(sub.ops().memory);
         other.insert(sub, VirtAddr(PAGE), PAGE).unwrap();
@@ -303,12 +301,8 @@ fn removal_waits_for_the_last_of_two_invalidations() {
 /// the owner dropping the interval and freeing its memory.
 #[test]
 fn interval_dropped_during_a_head_range_operation_is_never_used_after_free() {
-    use mmu_notifier_core::{NotifierHead, Subscription};
     check("head range vs drop", 3, || {
-        let head: &'static NotifierHead = leak(NotifierHead::new());
-        let mgr = Pin::static_ref(leak(Subscription::new(IntervalNotifiers::new())));
-        head.register(mgr).unwrap();
-        let manager: &'static IntervalNotifiers = mgr.get_ref().notifier();
+        let (head, manager) = registered_manager();
         let sub: Pin<Box<Sub>> = Box::pin(IntervalSub::new(Dev::new()));
         let memory = sub.ops().memory;
         manager.insert(sub.as_ref(), VirtAddr(0), PAGE).unwrap();
@@ -320,5 +314,33 @@ fn interval_dropped_during_a_head_range_operation_is_never_used_after_free() {
         head.invalidate_range_start(page0()).end();
 
         owner.join().unwrap();
+    });
+}
+
+/// (6) Issue 11, item 3: an interval removed from m1 is inserted into m2
+/// while m1 removes it again (a stale handle). The manager and the state
+/// are one word, claimed by compare-and-swap: m1 sees m2's word and leaves
+/// the node alone, so it neither unlinks m2's node from its own tree nor
+/// marks it idle while m2's invalidations can reach it.
+#[test]
+fn an_interval_moving_between_managers_is_never_half_moved() {
+    check("insert into m2 vs remove from m1", 3, || {
+        let m1: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let m2: &'static IntervalNotifiers = leak(IntervalNotifiers::new());
+        let sub = leak_sub();
+        m1.insert(sub, VirtAddr(0), PAGE).unwrap();
+        m1.remove(sub).unwrap();
+        let inserter = thread::spawn(move || m2.insert(sub, VirtAddr(0), PAGE));
+        let stale = m1.remove(sub);
+        let interval = sub.interval();
+        let inserted = inserter.join().unwrap();
+        assert_eq!(stale, Err(mmu_notifier_core::Error::NotRegistered));
+        assert_eq!(
+            inserted.is_ok(),
+            sub.is_inserted(),
+            "inserted into m2, but m1's remove took it out and marked it idle"
+        );
+        assert!(interval.is_none() || interval == Some((VirtAddr(0), PAGE)));
+        m2.remove(sub).unwrap();
     });
 }

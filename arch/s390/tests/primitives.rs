@@ -77,3 +77,27 @@ fn clear_flush_young_tests_and_clears_without_touching_anything_else() {
     let (young, _) = with_slot(raw, PAGE, 0, |s| unsafe { ARCH.ptep_clear_flush_young(s) });
     assert!(!young);
 }
+
+/// The last page of the 64-bit address space has no end address a
+/// `PageRange` can hold, so the notifiers could not be told its span: a
+/// slot for it is refused (the top page was cleared and handed back
+/// without telling the secondary TLBs before).
+#[test]
+fn a_slot_for_the_top_page_is_refused() {
+    let word = AtomicU64::new(S390x::encode_leaf(PAGE, PhysAddr(0x5000), Prot::WRITE));
+    let pa = PhysAddr(std::ptr::from_ref(&word).addr() as u64);
+    let top = VirtAddr(0xffff_ffff_ffff_f000);
+    // SAFETY: 1. a private word standing for the PTE of `top`; 2. nobody
+    // else touches it.
+    let r = unsafe { PteSlot::new(&word, pa, top, PAGE) };
+    assert_eq!(
+        r.err(),
+        Some(Error::OutOfRange {
+            addr: top.0,
+            limit: u64::MAX
+        })
+    );
+    // SAFETY: as above.
+    let r = unsafe { PteSlot::new(&word, pa, VirtAddr(top.0 - 4096), PAGE) };
+    assert!(r.is_ok(), "the page below it is fine");
+}

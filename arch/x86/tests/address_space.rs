@@ -605,3 +605,38 @@ fn decode_of_what_the_walker_wrote_matches_entry_kinds() {
         Entry::Leaf(_)
     ));
 }
+
+#[test]
+fn frames_at_or_above_2_pow_52_are_refused_in_release_builds_too() {
+    let arena = Arena::default();
+    let mm = AddressSpace::new(&ARCH, &arena).unwrap();
+    for frame in [1u64 << 52, u64::MAX & !0xfff] {
+        assert_eq!(
+            mm.map(VirtAddr(0x40_0000), PhysAddr(frame), Prot::READ),
+            Err(Error::PhysOutOfRange {
+                addr: frame,
+                limit: 1 << 52
+            }),
+            "the address field holds 52 bits: {frame:#x} would map another frame"
+        );
+    }
+    assert_eq!(
+        mm.translate(VirtAddr(0x40_0000)),
+        None,
+        "nothing was mapped"
+    );
+    assert_eq!(
+        mm.map_huge(
+            PD,
+            VirtAddr(0x4000_0000),
+            PhysAddr((1 << 52) - HUGE / 2),
+            Prot::READ
+        ),
+        Err(Error::Unaligned {
+            addr: (1 << 52) - HUGE / 2,
+            align: HUGE
+        })
+    );
+    mm.map(VirtAddr(0x40_0000), PhysAddr((1 << 52) - PAGE), Prot::READ)
+        .expect("the last frame below 2^52 maps");
+}

@@ -76,6 +76,22 @@ impl ReaderSlot {
         }
     }
 
+    /// How many read-side sections were entered on this CPU, ever
+    /// (wrapping): for a kernel's diagnostics and the tests that check a
+    /// reader writes only its own CPU's slot.
+    pub fn entered(&self) -> usize {
+        self.lock[0]
+            .load(Relaxed)
+            .wrapping_add(self.lock[1].load(Relaxed))
+    }
+
+    /// How many read-side sections were left on this CPU, ever (wrapping).
+    pub fn left(&self) -> usize {
+        self.unlock[0]
+            .load(Relaxed)
+            .wrapping_add(self.unlock[1].load(Relaxed))
+    }
+
     /// Readers of this slot still inside a section of either epoch.
     fn depth(&self) -> usize {
         let locks = self.lock[0]

@@ -203,6 +203,8 @@ impl<K: Kernel> NotifierHead<K> {
             blockable: true,
             ..range
         });
+        #[cfg(any(debug_assertions, loom))]
+        self.check_interest_covers(guard.snap);
         if self.wants(Callbacks::RANGE) {
             guard.to_end = usize::MAX;
             self.walk(guard.snap, Callbacks::RANGE, |n, vt| {
@@ -256,6 +258,18 @@ impl<K: Kernel> NotifierHead<K> {
         }
         guard.to_end = usize::MAX;
         Ok(guard)
+    }
+
+    /// Checks (debug builds and loom models) the invariant a range's fast
+    /// path relies on: when no range callback is wanted, no node visible at
+    /// the snapshot has one. The caller holds a read-side section.
+    #[cfg(any(debug_assertions, loom))]
+    fn check_interest_covers(&self, snap: u64) {
+        if !self.wants(Callbacks::RANGE) {
+            self.walk(snap, Callbacks::RANGE, |_, _| {
+                panic!("a range notifier visible at the snapshot is missing from the interest")
+            });
+        }
     }
 
     /// Enters the read-side section and takes the snapshot a range uses

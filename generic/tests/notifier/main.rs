@@ -16,6 +16,7 @@ mod support;
 
 mod concurrency;
 mod dispatch;
+mod embedding;
 #[cfg(feature = "std")]
 mod inside_callback;
 mod range;

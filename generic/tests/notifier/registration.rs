@@ -189,3 +189,68 @@ fn unregistering_one_notifier_leaves_the_others_called() {
         "c stays on the list"
     );
 }
+
+#[test]
+fn a_released_subscription_registered_elsewhere_is_not_unregistered_by_its_old_head() {
+    let (a, b) = (NotifierHead::new(), NotifierHead::new());
+    let sub = pin!(Subscription::new(Recorder::default()));
+    a.register(sub.as_ref()).unwrap();
+    a.release().unwrap();
+    b.register(sub.as_ref()).unwrap();
+    assert_eq!(
+        a.unregister(sub.as_ref()),
+        Err(Error::NotRegistered),
+        "the node now belongs to B"
+    );
+    assert!(sub.is_registered(), "and is still on B's list");
+    b.invalidate_page(va(1));
+    assert_eq!(sub.notifier().calls(), [Call::Release, Call::Page(va(1))]);
+    b.unregister(sub.as_ref()).unwrap();
+}
+
+#[test]
+fn two_unregisters_of_one_subscription_unregister_it_once() {
+    let head = NotifierHead::new();
+    let sub = pin!(Subscription::new(Recorder::default()));
+    head.register(sub.as_ref()).unwrap();
+    let results: Vec<_> = thread::scope(|s| {
+        let sub = sub.as_ref();
+        let head = &head;
+        let a = s.spawn(move || head.unregister(sub));
+        let b = s.spawn(move || head.unregister(sub));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "exactly one unregister did it: {results:?}"
+    );
+    assert!(results.contains(&Err(Error::NotRegistered)));
+    assert!(!sub.is_registered());
+    assert!(!head.has_notifiers());
+}
+
+#[test]
+fn a_notifier_chosen_at_run_time_registers_as_a_trait_object() {
+    static LOG: Mutex<Vec<VirtAddr>> = Mutex::new(Vec::new());
+    struct Iotlb;
+    impl MmuNotifier for Iotlb {
+        fn callbacks(&self) -> mmu_notifier_core::Callbacks {
+            mmu_notifier_core::Callbacks::PER_PAGE
+        }
+        fn invalidate_page(&self, addr: VirtAddr) {
+            LOG.lock().unwrap().push(addr);
+        }
+    }
+    static DRIVER: Iotlb = Iotlb;
+    let table: &'static dyn MmuNotifier = &DRIVER;
+    let head = NotifierHead::new();
+    let sub = pin!(Subscription::new(table));
+    head.register(sub.as_ref()).unwrap();
+    assert!(
+        !head.wants(mmu_notifier_core::Callbacks::RANGE),
+        "its declared callbacks are read through the object"
+    );
+    head.invalidate_page(va(3));
+    assert_eq!(*LOG.lock().unwrap(), [va(3)]);
+}

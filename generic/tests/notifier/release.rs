@@ -126,3 +126,52 @@ fn released_subscription_may_register_on_another_head() {
         "after release the notifier is free to follow a new address space"
     );
 }
+
+/// Waits inside `release` until told to return, then records that it did.
+struct SlowRelease {
+    entered: std::sync::Barrier,
+    leave: std::sync::Barrier,
+    returned: AtomicBool,
+}
+
+impl MmuNotifier for SlowRelease {
+    fn release(&self) {
+        self.entered.wait();
+        self.leave.wait();
+        self.returned.store(true, SeqCst);
+    }
+}
+
+/// A kernel that calls `release` while `teardown` runs must not get its
+/// call back before the secondary MMUs let go: teardown would otherwise
+/// hand out frames they still map.
+#[test]
+fn a_second_concurrent_release_returns_only_after_every_release_callback() {
+    let head = NotifierHead::new();
+    let sub = pin!(Subscription::new(SlowRelease {
+        entered: std::sync::Barrier::new(2),
+        leave: std::sync::Barrier::new(2),
+        returned: AtomicBool::new(false),
+    }));
+    head.register(sub.as_ref()).unwrap();
+    let notifier = sub.notifier();
+    thread::scope(|s| {
+        let first = s.spawn(|| head.release());
+        notifier.entered.wait();
+        let second = s.spawn(|| {
+            let r = head.release();
+            (r, notifier.returned.load(SeqCst))
+        });
+        pause();
+        assert!(!second.is_finished(), "the second release waits");
+        notifier.leave.wait();
+        let (r, callbacks_done) = second.join().unwrap();
+        assert_eq!(r, Ok(()));
+        assert!(
+            callbacks_done,
+            "the second release returned before the release callback had"
+        );
+        assert_eq!(first.join().unwrap(), Ok(()));
+    });
+    assert!(sub.is_released());
+}

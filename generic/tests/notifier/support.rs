@@ -7,7 +7,7 @@
 )]
 
 pub use std::panic::{catch_unwind, AssertUnwindSafe};
-pub use std::pin::pin;
+pub use std::pin::{pin, Pin};
 pub use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 pub use std::sync::Mutex;
 pub use std::thread;
