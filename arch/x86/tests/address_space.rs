@@ -610,7 +610,7 @@ fn decode_of_what_the_walker_wrote_matches_entry_kinds() {
 fn frames_at_or_above_2_pow_52_are_refused_in_release_builds_too() {
     let arena = Arena::default();
     let mm = AddressSpace::new(&ARCH, &arena).unwrap();
-    for frame in [1u64 << 52, u64::MAX & !0xfff] {
+    for frame in [1u64 << 52, !0xfff] {
         assert_eq!(
             mm.map(VirtAddr(0x40_0000), PhysAddr(frame), Prot::READ),
             Err(Error::PhysOutOfRange {

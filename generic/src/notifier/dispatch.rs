@@ -15,11 +15,14 @@ use crate::error::Error;
 use crate::kernel::{Kernel, Portable, Rcu, ReadToken};
 use crate::sync::Ordering::{Acquire, Relaxed};
 
+/// Not `Send` or `Sync`, and tied to a kernel type.
+type OnThisTask<K> = PhantomData<(*const (), fn() -> K)>;
+
 /// An open read-side section of `K`'s domain; leaves it on drop.
 struct ReadSection<K: Kernel> {
     token: ReadToken,
     /// Left on the task that entered it.
-    _not_send: PhantomData<(*const (), fn() -> K)>,
+    _not_send: OnThisTask<K>,
 }
 
 impl<K: Kernel> ReadSection<K> {
