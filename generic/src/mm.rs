@@ -847,11 +847,7 @@ fn entry_pa(table: PhysAddr, index: usize) -> PhysAddr {
 }
 
 /// A table of `level` at `pa`, as words.
-fn table<A: Arch, M: TableMemory>(
-    mem: &M,
-    pa: PhysAddr,
-    level: Level<A>,
-) -> &[AtomicU64] {
+fn table<A: Arch, M: TableMemory>(mem: &M, pa: PhysAddr, level: Level<A>) -> &[AtomicU64] {
     let entries = 1usize << level.geometry().index_bits;
     // SAFETY: every table of a tree was allocated by `new_table` for its
     // level (so it holds `entries` words, aligned), is reachable through

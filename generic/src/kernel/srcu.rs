@@ -122,21 +122,27 @@ impl core::fmt::Debug for ReaderSlot {
 #[repr(align(128))]
 struct CacheLine<T>(T);
 
+/// What every reader reads and only a grace period writes: one cache line.
+struct ReadMostly {
+    /// The current epoch's parity selects the counters new readers use.
+    epoch: AtomicUsize,
+    slots: &'static [ReaderSlot],
+}
+
 /// Per-CPU sleepable RCU over a [`Kernel`]'s hooks (see the module docs
 /// of [`kernel`](super) for how a kernel sets one up).
 pub struct Srcu<K> {
-    /// The current epoch's parity selects the counters new readers use.
-    epoch: CacheLine<AtomicUsize>,
-    /// Serialises grace periods.
+    shared: CacheLine<ReadMostly>,
+    /// Serialises grace periods (on a line of its own: readers never
+    /// touch it).
     writer: RawSpinLock,
-    slots: &'static [ReaderSlot],
     _kernel: PhantomData<fn() -> K>,
 }
 
 impl<K> core::fmt::Debug for Srcu<K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Srcu")
-            .field("slots", &self.slots.len())
+            .field("slots", &self.shared.0.slots.len())
             .finish_non_exhaustive()
     }
 }
@@ -148,9 +154,11 @@ impl<K: Kernel> Srcu<K> {
         /// slots; a CPU without one panics on entry, it is never unsafe).
         pub fn new(slots: &'static [ReaderSlot]) -> Srcu<K> {
             Srcu {
-                epoch: CacheLine(AtomicUsize::new(0)),
+                shared: CacheLine(ReadMostly {
+                    epoch: AtomicUsize::new(0),
+                    slots,
+                }),
                 writer: RawSpinLock::new(),
-                slots,
                 _kernel: PhantomData,
             }
         }
@@ -159,7 +167,7 @@ impl<K: Kernel> Srcu<K> {
     /// The running CPU's slot.
     #[inline(always)]
     fn this_cpu(&self) -> &ReaderSlot {
-        &self.slots[K::cpu_id()]
+        &self.shared.0.slots[K::cpu_id()]
     }
 
     /// Adds one to a counter of the running CPU's slot.
@@ -176,7 +184,8 @@ impl<K: Kernel> Srcu<K> {
 
     /// Waits until every reader counted in epoch `idx` has left.
     fn drain(&self, idx: usize) {
-        let slots = &self.slots[..K::nr_cpus().min(self.slots.len())];
+        let all = self.shared.0.slots;
+        let slots = &all[..K::nr_cpus().min(all.len())];
         let mut round = 0u32;
         loop {
             // Unlocks first: a counted unlock (a release store read by an
@@ -222,7 +231,7 @@ impl<K: Kernel> Srcu<K> {
 unsafe impl<K: Kernel> Rcu for Srcu<K> {
     #[inline(always)]
     fn read_lock(&self) -> ReadToken {
-        let idx = self.epoch.0.load(Relaxed) & 1;
+        let idx = self.shared.0.epoch.load(Relaxed) & 1;
         let slot = self.this_cpu();
         if K::ASYMMETRIC_BARRIER {
             Self::bump(&slot.lock[idx], Relaxed);
@@ -232,7 +241,14 @@ unsafe impl<K: Kernel> Rcu for Srcu<K> {
         } else {
             slot.lock[idx].fetch_add(1, SeqCst);
         }
-        ReadToken::new(idx)
+        // With per-task slots the task leaves on the CPU it entered on
+        // (Kernel condition 4): the token remembers the slot itself (128-byte
+        // aligned, so the epoch fits in bit 0).
+        ReadToken::new(if K::READER_SLOT_PER_TASK {
+            core::ptr::from_ref(slot).expose_provenance() | idx
+        } else {
+            idx
+        })
     }
 
     #[inline(always)]
@@ -240,9 +256,19 @@ unsafe impl<K: Kernel> Rcu for Srcu<K> {
         if K::ASYMMETRIC_BARRIER {
             compiler_fence(SeqCst);
         }
+        let slot = if K::READER_SLOT_PER_TASK {
+            let at = core::ptr::with_exposed_provenance::<ReaderSlot>(token.value() & !1);
+            // SAFETY: the token came from `read_lock` of this domain (our
+            // caller's contract), which stored there the address of one of
+            // our `'static` slots, exposed.
+            unsafe { &*at }
+        } else {
+            // The reader may have migrated: count it where it is now.
+            self.this_cpu()
+        };
         // Release: everything done in the section happens-before a drain
         // that counts this unlock.
-        Self::bump(&self.this_cpu().unlock[token.value() & 1], Release);
+        Self::bump(&slot.unlock[token.value() & 1], Release);
     }
 
     fn synchronize(&self) {
@@ -255,12 +281,12 @@ unsafe impl<K: Kernel> Rcu for Srcu<K> {
         if K::ASYMMETRIC_BARRIER {
             K::barrier_all_cpus();
         }
-        let current = self.epoch.0.load(Relaxed) & 1;
+        let current = self.shared.0.epoch.load(Relaxed) & 1;
         // Readers that read the epoch before the last flip may still be in
         // the idle counters: drain those first, then send new readers there
         // and drain the counters they had been using.
         self.drain(current ^ 1);
-        self.epoch.0.fetch_add(1, Relaxed);
+        self.shared.0.epoch.fetch_add(1, Relaxed);
         self.drain(current);
     }
 

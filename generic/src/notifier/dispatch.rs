@@ -54,13 +54,26 @@ impl<K: Kernel> NotifierHead<K> {
         self.interest.load(Relaxed) & callbacks.bits() != 0
     }
 
-    /// Calls `f` on every notifier visible at the current generation,
-    /// inside a read-side section.
+    /// Calls `f` on every linked notifier that wants one of `wanted`,
+    /// inside a read-side section: the one-shot hooks.
+    ///
+    /// No generation snapshot: a single call needs no pairing with a
+    /// later one, and calling any linked node is safe (the read section
+    /// keeps it alive) and right (a node being registered is initialised
+    /// before it is linked; one being unregistered or released has not
+    /// been told it is gone, and its grace periods wait for this call).
     #[inline(always)]
-    fn for_each(&self, wanted: Callbacks, f: impl FnMut(*const Node, &'static VTable)) {
+    fn for_each(&self, wanted: Callbacks, mut f: impl FnMut(*const Node, &'static VTable)) {
         let _read = ReadSection::<K>::enter();
-        let snap = self.generation.load(Acquire);
-        self.walk(snap, wanted, f);
+        let mut p = self.first().load(Acquire);
+        // SAFETY: we hold a read-side section, so every node reachable
+        // from the list stays alive until it ends.
+        while let Some(node) = unsafe { p.as_ref() } {
+            if node.callbacks.load(Relaxed) & wanted.bits() != 0 {
+                f(p, node.vtable);
+            }
+            p = node.next.load(Acquire);
+        }
     }
 
     /// Calls `f(node, vtable)` on every node visible at `snap` that wants
@@ -91,8 +104,7 @@ impl<K: Kernel> NotifierHead<K> {
         }
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn invalidate_page_slow(&self, addr: VirtAddr) {
         self.for_each(Callbacks::INVALIDATE_PAGE, |n, vt| {
             // SAFETY: 1. `for_each` passes the list's pointer to a node with
@@ -110,8 +122,7 @@ impl<K: Kernel> NotifierHead<K> {
         }
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn invalidate_pages_slow(&self, range: PageRange) {
         self.for_each(Callbacks::INVALIDATE_PAGE, |n, vt| {
             // SAFETY: as in `invalidate_page_slow`.
@@ -129,8 +140,7 @@ impl<K: Kernel> NotifierHead<K> {
         }
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn secondary_tlbs_slow(&self, range: PageRange) {
         self.for_each(Callbacks::SECONDARY_TLB, |n, vt| {
             // SAFETY: as in `invalidate_page_slow`.
@@ -187,8 +197,7 @@ impl<K: Kernel> NotifierHead<K> {
             })
     }
 
-    #[cold]
-    #[inline(never)]
+    #[inline]
     fn age_slow(&self, mut ask: impl FnMut(*const Node, &'static VTable) -> bool) -> bool {
         let mut young = false;
         self.for_each(Callbacks::AGE, |n, vt| young |= ask(n, vt));
@@ -201,6 +210,7 @@ impl<K: Kernel> NotifierHead<K> {
     ///
     /// The guard holds a read-side section until it ends: see the [module
     /// docs](super) for the lock rule that follows.
+    #[inline]
     pub fn invalidate_range_start(&self, range: InvalidateRange) -> RangeGuard<'_, K> {
         let mut guard = self.begin(InvalidateRange {
             blockable: true,
@@ -278,6 +288,7 @@ impl<K: Kernel> NotifierHead<K> {
     /// Enters the read-side section and takes the snapshot a range uses
     /// from start to end. The interest is read after the snapshot, so it
     /// covers every node the snapshot sees.
+    #[inline(always)]
     fn begin(&self, range: InvalidateRange) -> RangeGuard<'_, K> {
         let read = ReadSection::enter();
         let snap = self.generation.load(Acquire);
@@ -335,8 +346,27 @@ impl<'a, K: Kernel> RangeGuard<'a, K> {
 
     /// Ends the invalidation: every notifier whose start succeeded gets its
     /// `invalidate_range_end`.
+    #[inline]
     pub fn end(self) {
         drop(self);
+    }
+
+    /// Calls every `invalidate_range_end` this guard owes.
+    #[inline(always)]
+    fn finish(&mut self) {
+        let mut budget = self.to_end;
+        if budget == 0 {
+            return;
+        }
+        let range = &self.range;
+        self.head.walk(self.snap, Callbacks::RANGE, |n, vt| {
+            if budget > 0 {
+                budget -= 1;
+                // SAFETY: 1. the list's pointer to a node with its own
+                // vtable; 2. our read section keeps visible nodes alive.
+                unsafe { (vt.range_end)(n, range) };
+            }
+        });
     }
 }
 
@@ -349,19 +379,8 @@ impl<K: Kernel> core::fmt::Debug for RangeGuard<'_, K> {
 }
 
 impl<K: Kernel> Drop for RangeGuard<'_, K> {
+    #[inline]
     fn drop(&mut self) {
-        let mut budget = self.to_end;
-        if budget == 0 {
-            return;
-        }
-        let range = self.range;
-        self.head.walk(self.snap, Callbacks::RANGE, |n, vt| {
-            if budget > 0 {
-                budget -= 1;
-                // SAFETY: 1. the list's pointer to a node with its own
-                // vtable; 2. our read section keeps visible nodes alive.
-                unsafe { (vt.range_end)(n, &range) };
-            }
-        });
+        self.finish();
     }
 }

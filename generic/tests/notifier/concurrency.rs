@@ -56,9 +56,8 @@ const STRESS_REGISTRATIONS: usize = if cfg!(miri) { 4 } else { 300 };
 /// notifier's `gone` flag: a callback that sees it is a call after
 /// unregister. An end without a start, or a start still open when
 /// unregister returned, is a violation too.
-#[test]
-fn no_call_after_unregister_under_concurrent_invalidation() {
-    let head = NotifierHead::new();
+fn no_call_after_unregister_under_concurrent_invalidation<K: Kernel>() {
+    let head = NotifierHead::<K>::for_kernel();
     let gone: Vec<AtomicBool> = (0..STRESS_REGISTRATIONS)
         .map(|_| AtomicBool::new(false))
         .collect();
@@ -89,6 +88,11 @@ fn no_call_after_unregister_under_concurrent_invalidation() {
                     invalidations.fetch_add(1, SeqCst);
                 }
             });
+        }
+        // Registrations begin once the invalidators run, so every one of
+        // them overlaps invalidations.
+        while invalidations.load(SeqCst) < STRESS_INVALIDATORS {
+            thread::yield_now();
         }
         for flag in &gone {
             let sub = Box::pin(Subscription::new(Watched {
@@ -129,9 +133,8 @@ fn no_call_after_unregister_under_concurrent_invalidation() {
 /// invalidating: concurrent writers must not lose each other's list
 /// updates. Afterwards the list is empty and a long-lived notifier
 /// registered throughout was called for every invalidation.
-#[test]
-fn concurrent_registrations_keep_the_list_consistent() {
-    let head = NotifierHead::new();
+fn concurrent_registrations_keep_the_list_consistent<K: Kernel>() {
+    let head = NotifierHead::<K>::for_kernel();
     let anchor_calls = AtomicUsize::new(0);
     let anchor = pin!(Subscription::new(Counter(&anchor_calls)));
     head.register(anchor.as_ref()).unwrap();
@@ -180,8 +183,7 @@ fn concurrent_registrations_keep_the_list_consistent() {
 /// it was still registered when release ran, and never called after its
 /// release. Runs `RELEASE_ROUNDS` rounds (50, or 2 under Miri), each with
 /// three notifiers, one invalidating thread and one dropping thread.
-#[test]
-fn release_races_with_invalidation_and_drop() {
+fn release_races_with_invalidation_and_drop<K: Kernel>() {
     const RELEASE_ROUNDS: usize = if cfg!(miri) { 2 } else { 50 };
 
     /// Counts releases, and calls after its release.
@@ -201,7 +203,7 @@ fn release_races_with_invalidation_and_drop() {
     }
 
     for _ in 0..RELEASE_ROUNDS {
-        let head = NotifierHead::new();
+        let head = NotifierHead::<K>::for_kernel();
         let releases: [AtomicUsize; 3] = Default::default();
         let after_release = AtomicUsize::new(0);
         let subs: Vec<_> = releases
@@ -249,3 +251,33 @@ fn release_races_with_invalidation_and_drop() {
         );
     }
 }
+
+/// Each scenario runs on the default kernel (shared counters), on host
+/// threads with fence-free readers ordered by `membarrier`, and on host
+/// threads whose readers fence: `cargo test concurrency::` runs them all.
+macro_rules! on_every_kernel {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn portable() {
+                super::$scenario::<mmu_notifier_core::Portable>();
+            }
+            #[cfg(feature = "std")]
+            #[test]
+            fn std_threads_membarrier() {
+                super::$scenario::<mmu_notifier_core::kernel::StdThreads>();
+            }
+            #[cfg(feature = "std")]
+            #[test]
+            fn std_threads_fenced() {
+                super::$scenario::<mmu_notifier_core::kernel::StdThreadsFenced>();
+            }
+        }
+    )*};
+}
+
+on_every_kernel!(
+    no_call_after_unregister_under_concurrent_invalidation,
+    concurrent_registrations_keep_the_list_consistent,
+    release_races_with_invalidation_and_drop,
+);
