@@ -176,7 +176,9 @@ pub struct RangeWorker {
 }
 
 impl MmuNotifier for RangeWorker {
-    const CALLBACKS: Callbacks = Callbacks::RANGE.union(Callbacks::RELEASE);
+    fn callbacks(&self) -> Callbacks {
+        Callbacks::RANGE.union(Callbacks::RELEASE)
+    }
 
     fn invalidate_page(&self, _addr: VirtAddr) {
         bump(&self.calls.pages, 1);
@@ -200,7 +202,9 @@ pub struct PageWorker {
 }
 
 impl MmuNotifier for PageWorker {
-    const CALLBACKS: Callbacks = Callbacks::SEED;
+    fn callbacks(&self) -> Callbacks {
+        Callbacks::SEED
+    }
 
     fn invalidate_page(&self, _addr: VirtAddr) {
         bump(&self.calls.pages, 1);
