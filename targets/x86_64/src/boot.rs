@@ -229,12 +229,14 @@ extern "C" fn rust_entry(start_info_pa: u32) -> ! {
     // identity map, and nothing else uses it.
     unsafe { frames::init(start, end) };
 
+    crate::platform::init();
+
     unsafe extern "Rust" {
         /// Defined by the kernel binary through `entry!`.
-        fn __harness_kernel_main(cmdline: &'static str) -> !;
+        fn __harness_kernel_main() -> !;
     }
     // SAFETY: `entry!` defines the symbol with exactly this signature.
-    unsafe { __harness_kernel_main(cmdline()) }
+    unsafe { __harness_kernel_main() }
 }
 
 fn kernel_end() -> u64 {

@@ -7,7 +7,7 @@
 //! is also a pointer. Owns that range; the kernel image below 16 MiB is not
 //! part of it.
 
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 /// The size of a frame.
 pub const FRAME_SIZE: u64 = 4096;

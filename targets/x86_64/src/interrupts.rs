@@ -23,7 +23,8 @@ use crate::cpu::read_cr2;
 use crate::paging::TEST_WINDOW;
 use crate::percpu::{self, PerCpu};
 use crate::sync::BootCell;
-use crate::{exit, ktest, serial, smp};
+use crate::{exit, serial, smp};
+use mmu_notifier_kernel_harness::FatalLine;
 
 const VECTOR_GP: u64 = 13;
 const VECTOR_PF: u64 = 14;
@@ -315,12 +316,10 @@ extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
     let f = &*frame;
     let what = vector_name(f.vector);
     let cpu = percpu::cpu_id();
-    if let Some(name) = ktest::current_case() {
-        serial::emergency_print(format_args!(
-            "\nFAIL {name}: unexpected {what} on CPU {cpu} at rip {:#x} (error code {:#x}, cr2 {cr2:#x})\n",
-            f.rip, f.error_code
-        ));
-    }
+    exit::print_fatal(FatalLine::new(
+        cpu,
+        format_args!("unexpected {what} at rip {:#x} (error code {:#x}, cr2 {cr2:#x})", f.rip, f.error_code),
+    ));
     serial::emergency_print(format_args!(
         "\nunexpected exception {what} (vector {}) on CPU {cpu}, error code {:#x}, cr2 {cr2:#x}\n\
          rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}\n\

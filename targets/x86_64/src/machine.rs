@@ -1,9 +1,10 @@
-//! The conformance suite's [`Machine`] on this kernel: the real x86-64 MMU
-//! (TLB included), [`mmu_notifier_x86::X86_64`] as the arch, and the
-//! harness's frame allocator, fault probes and address-space switching.
+//! The conformance suite's [`Machine`] and [`Cpus`] on this kernel: the
+//! real x86-64 MMU (TLB included), [`mmu_notifier_x86::X86_64`] as the
+//! arch, the kernel's frame allocator, fault probes and address-space
+//! switching, and its CPUs ([`smp`](crate::smp)).
 //!
-//! Used by the `conformance` kernel (which runs the shared suite on it) and
-//! by the `demo` kernel.
+//! Used by the `conformance` kernel (which runs the shared suite on it), by
+//! the `demo` kernel, and on every CPU by the `smp` kernel.
 //!
 //! # How a case's address space reaches CR3
 //! An [`AddressSpace`](mmu_notifier_core::AddressSpace) owns its whole
@@ -20,13 +21,15 @@
 //! kernel's address space before any table is freed, so the CPU never walks
 //! a freed table, even when a failing case drops an active address space.
 
-use mmu_notifier_conformance::{CpuFault, Machine};
+use core::fmt;
+
+use mmu_notifier_conformance::{CpuFault, Cpus, Machine};
 use mmu_notifier_core::{FrameAllocator, PhysAddr, VirtAddr};
 use mmu_notifier_x86::X86_64;
 
 use crate::frames::{alloc_frame, alloc_frames_aligned, free_frame, FRAME_SIZE};
 use crate::interrupts::{probe_read, probe_write, Fault, PF_PRESENT, PF_WRITE};
-use crate::smp::SHOOTDOWN;
+use crate::smp::{self, SHOOTDOWN};
 use crate::paging::{activate_view, deactivate, kernel_root, current_root, refresh_view, viewed_root, TEST_WINDOW};
 
 /// Page-fault vector.
@@ -171,7 +174,27 @@ impl Machine for KernelMachine {
         VirtAddr(TEST_WINDOW)
     }
 
-    fn huge_level(&self) -> Option<usize> {
-        Some(X86_64::PD)
+    fn huge_level(&self) -> Result<usize, &'static str> {
+        Ok(X86_64::PD)
+    }
+
+    fn log(&self, line: fmt::Arguments<'_>) {
+        crate::println!("{line}");
+    }
+}
+
+impl Cpus for KernelMachine {
+    fn count(&self) -> usize {
+        smp::cpus()
+    }
+
+    fn run_on_each(&self, work: &(dyn Fn(usize) + Sync)) {
+        smp::on_all_cpus(&work, |work, cpu| work(cpu));
+        // The other CPUs left their test address spaces in the mailbox loop.
+        self.deactivate();
+    }
+
+    fn now_us(&self) -> u64 {
+        crate::rdtsc() / (crate::tsc_per_ms() / 1000).max(1)
     }
 }

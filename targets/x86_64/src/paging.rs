@@ -213,9 +213,9 @@ pub enum MapError {
     AlreadyMapped,
 }
 
-impl From<MapError> for crate::Reason {
+impl From<MapError> for crate::Failure {
     fn from(e: MapError) -> Self {
-        crate::Reason::new(format_args!("map_4k: {e:?}"))
+        crate::Failure::new(format_args!("map_4k: {e:?}"))
     }
 }
 

@@ -1,4 +1,6 @@
-//! The cases: one behaviour each, named after it.
+//! The cases on one CPU: one behaviour each, named after it; and the
+//! fixtures every case uses ([`new_space`], [`va`], [`pages`], ...), also
+//! for a kernel's own cases.
 
 use core::pin::pin;
 
@@ -11,20 +13,20 @@ use crate::shadow::{Call, ShadowMmu, Style, LOG};
 use crate::{ensure, fail, CpuFault, Machine, Outcome};
 
 /// The address space a case builds on machine `M`.
-pub(crate) type Space<'m, M> = AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames>;
+pub type Space<'m, M> = AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames>;
 
 /// The arch's base page size.
-pub(crate) fn page<M: Machine>() -> u64 {
+pub fn page<M: Machine>() -> u64 {
     <M::Arch as Arch>::PAGE_SIZE
 }
 
 /// The address of page `page_index` of the test window.
-pub(crate) fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
+pub fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
     VirtAddr(m.test_base().0 + page_index * page::<M>())
 }
 
 /// `count` pages of the test window from page `first`.
-pub(crate) fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
+pub fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
     PageRange::from_pages(va(m, first), count, page::<M>()).expect("test ranges are valid")
 }
 
@@ -33,7 +35,10 @@ fn marker(i: u64) -> u64 {
 }
 
 /// A fresh address space on `m`'s arch and frames.
-pub(crate) fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failure> {
+///
+/// # Errors
+/// The core could not create one (no frame for the root table).
+pub fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failure> {
     match AddressSpace::new(m.arch(), m.frames()) {
         Ok(mm) => Ok(mm),
         Err(e) => Err(crate::Failure::new(format_args!(

@@ -521,7 +521,7 @@ pub(crate) fn concurrent_zap_and_fault_in_stay_coherent<M: Machine + Cpus>(m: &M
         "the secondary MMU kept translations after release"
     );
     m.log(format_args!(
-        "{} CPUs: {} mutators x {OPS_PER_CPU} ops ({} done), {} shadow faults-in ({} gave up, contended), {} CPU read hits; {took_ms} ms",
+        "     {} CPUs: {} mutators x {OPS_PER_CPU} ops ({} done), {} shadow faults-in ({} gave up, contended), {} CPU read hits; {took_ms} ms",
         cpus,
         cpus - 1,
         ops.load(SeqCst),
@@ -729,7 +729,7 @@ pub(crate) fn register_unregister_races_invalidation<M: Machine + Cpus>(m: &M) -
         "no callback ever ran while unregister did: the race never happened"
     );
     m.log(format_args!(
-        "{REGISTER_CYCLES} (un)register cycles vs {} CPUs: {} invalidations, {calls} callbacks, {} overlapped an unregister ({} held), {} unregisters began inside one; {took_ms} ms",
+        "     {REGISTER_CYCLES} (un)register cycles vs {} CPUs: {} invalidations, {calls} callbacks, {} overlapped an unregister ({} held), {} unregisters began inside one; {took_ms} ms",
         cpus - 1,
         invalidations.load(SeqCst),
         w.overlaps.load(SeqCst),
@@ -918,7 +918,7 @@ pub(crate) fn unregister_from_callback_refused_and_waits_for_other_cpu<M: Machin
         b.hold_us
     );
     m.log(format_args!(
-        "CPU 1 refused (InsideCallback); CPU 0's unregister waited {waited_us} us for CPU 1's callback"
+        "     CPU 1 refused (InsideCallback); CPU 0's unregister waited {waited_us} us for CPU 1's callback"
     ));
     ensure!(mm.teardown(&mut |_| {}).is_ok(), "teardown failed");
     Ok(())
@@ -1054,7 +1054,7 @@ pub(crate) fn release_exactly_once_under_concurrency<M: Machine + Cpus>(m: &M) -
     }
     let took_ms = (m.now_us() - start) / 1000;
     m.log(format_args!(
-        "{RELEASE_ROUNDS} teardowns (rotating CPU) vs {} CPUs: {registered} registrations won the race, {refused} were refused, {calls} callbacks; {took_ms} ms",
+        "     {RELEASE_ROUNDS} teardowns (rotating CPU) vs {} CPUs: {registered} registrations won the race, {refused} were refused, {calls} callbacks; {took_ms} ms",
         cpus - 1
     ));
     Ok(())

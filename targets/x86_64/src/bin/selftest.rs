@@ -11,7 +11,7 @@ use mmu_notifier_kernel_x86_64::{
 
 h::entry!(main);
 
-fn main(_cmdline: &'static str) -> ! {
+fn main() -> ! {
     h::println!("selftest: command line {:?}, accelerator {:?}", h::cmdline(), h::accel());
     h::run_cases(cases![
         probe_unmapped_faults,
