@@ -209,7 +209,6 @@ mmu_notifier_conformance::suite!(host_tests);
 fn demo_stays_coherent_at_every_step() {
     let host = Host::new(1);
     let words = Words {
-        arch: "emu",
         flush: if cfg!(mmu_notifier_broken = "no-flush") {
             "no flush: every emulated TLB keeps the old entry (broken build)"
         } else {

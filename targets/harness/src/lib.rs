@@ -28,6 +28,9 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use mmu_notifier_conformance::demo::{self, Words};
+use mmu_notifier_conformance::Machine;
+
 pub use mmu_notifier_conformance::sync::{SpinGuard, SpinLock};
 pub use mmu_notifier_conformance::{cases, ensure, fail, Case, Failure, Outcome};
 
@@ -182,23 +185,33 @@ impl<P: Platform> Default for Tally<P> {
 ///
 /// Each case runs if its name contains the command-line filter (all
 /// without one) and it applies ([`Case::skip`]). Afterwards the CPU is
-/// back on the kernel's own address space, and the case must have given
-/// back every frame it took (tables and data): a case that passes but
-/// leaks fails.
+/// back on the kernel's own address space, and (unless the kernel's own
+/// cases keep what they build, see [`run_cases`]) the case must have given
+/// back every frame it took, tables and data: a case that passes but leaks
+/// fails.
 pub struct Runner<P: Platform> {
     tally: Tally<P>,
     filter: Option<&'static str>,
+    check_leaks: bool,
     after_each: Option<fn(&'static str)>,
 }
 
 impl<P: Platform> Runner<P> {
-    /// A runner with the kernel's filter.
+    /// A runner with the kernel's filter, checking for leaks.
     pub fn new() -> Self {
         Self {
             tally: Tally::new(),
             filter: P::filter(),
+            check_leaks: true,
             after_each: None,
         }
+    }
+
+    /// Does not check that a case gives back what it took: for cases that
+    /// build their tables by hand and keep them for the rest of the run.
+    pub fn keeping_memory(mut self) -> Self {
+        self.check_leaks = false;
+        self
     }
 
     /// Calls `report(case name)` after each case's verdict line (figures
@@ -223,7 +236,7 @@ impl<P: Platform> Runner<P> {
             let outcome = (case.run)(ctx);
             P::leave_test_space();
             set_current_case(None);
-            let leaked = P::in_use().wrapping_sub(before) as i64;
+            let leaked = if self.check_leaks { P::in_use().wrapping_sub(before) as i64 } else { 0 };
             let outcome = match (outcome, P::take_anomaly()) {
                 (Err(why), _) if leaked != 0 => fail_with(format_args!("{why} ({leaked} {} not given back)", P::IN_USE)),
                 (Err(why), _) => Err(why),
@@ -254,10 +267,20 @@ fn fail_with(why: fmt::Arguments<'_>) -> Outcome {
     Err(Failure::new(why))
 }
 
-/// Runs a kernel's own cases (see [`cases!`]) and ends the run.
+/// Runs a kernel's own cases (see [`cases!`]), which may keep the memory
+/// they take ([`Runner::keeping_memory`]), and ends the run.
 pub fn run_cases<P: Platform>(cases: impl IntoIterator<Item = Case<()>>) -> ! {
-    let mut runner = Runner::<P>::new();
+    let mut runner = Runner::<P>::new().keeping_memory();
     runner.run(&(), cases);
+    runner.finish()
+}
+
+/// Runs the demo (`mmu_notifier_conformance::demo`) on `m` as one case,
+/// `demo`, told in `words`, and ends the run.
+pub fn run_demo<P: Platform, M: Machine>(m: &M, words: &Words) -> ! {
+    let mut runner = Runner::<P>::new();
+    let story = Case::new("demo", |&(m, words): &(&M, &Words)| demo::run(m, words));
+    runner.run(&(m, words), [story]);
     runner.finish()
 }
 

@@ -65,26 +65,10 @@ extern "C" {
 }
 
 extern "Rust" {
-    /// Defined by [`entry!`](crate::entry) in the kernel binary.
+    /// Defined by [`entry!`](crate::entry) in the kernel binary: its main
+    /// function, called after boot with DAT on, the identity map active,
+    /// the frame pool ready and the console working.
     fn __harness_kernel_main() -> !;
-}
-
-/// Declares the kernel's main function, called after boot with DAT on, the
-/// identity map active, the frame pool ready and the console working.
-///
-/// ```ignore
-/// mmu_notifier_kernel_s390x::entry!(main);
-/// fn main() -> ! { /* ... */ }
-/// ```
-#[macro_export]
-macro_rules! entry {
-    ($main:path) => {
-        #[no_mangle]
-        fn __harness_kernel_main() -> ! {
-            let main: fn() -> ! = $main;
-            main()
-        }
-    };
 }
 
 extern "C" {
@@ -102,6 +86,7 @@ extern "C" fn boot() -> ! {
     install_new_psws();
     crate::skey::enable_tracking();
     crate::dat::init();
+    crate::platform::init();
     // SAFETY: `__harness_kernel_main` is defined by `entry!` with exactly
     // this signature; the binary does not link without it.
     unsafe { __harness_kernel_main() }

@@ -11,7 +11,7 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU16, Ordering};
 
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 const SCCB_SIZE: usize = 4096;
 /// SCCB header: u16 length, u8 function code, 3 bytes control mask, u16 response.
@@ -121,7 +121,8 @@ pub fn _print(args: fmt::Arguments<'_>) {
 /// Only for the fatal paths (panic, unexpected program check) that end in
 /// a disabled wait: the interrupted holder must never run again.
 pub(crate) unsafe fn force_unlock() {
-    // SAFETY: forwarded contract.
+    // SAFETY: `SpinLock::force_unlock`'s one condition, that no holder of
+    // a guard runs again, is this function's own.
     unsafe { CONSOLE.force_unlock() }
 }
 

@@ -13,7 +13,7 @@
 //! image, its stacks and the lowcore).
 
 use crate::dat::IDENTITY_MAP_END;
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 /// Size of a frame (and of an s390x page).
 pub const FRAME_SIZE: u64 = 4096;

@@ -1,6 +1,7 @@
-//! The conformance suite's [`Machine`] on this kernel: QEMU's s390x DAT
-//! (its TLB included), [`mmu_notifier_s390::S390x`] as the arch, and the
-//! harness's frame pool, program-check probes and address-space switching.
+//! The conformance suite's [`Machine`] and [`Cpus`] on this kernel: QEMU's
+//! s390x DAT (its TLB included), [`mmu_notifier_s390::S390x`] as the arch,
+//! the kernel's frame pool, program-check probes and address-space
+//! switching, and its CPUs ([`smp`]).
 //!
 //! Used by the `conformance` kernel (which runs the shared suite on it), by
 //! the `demo` kernel, and on every CPU by the `smp` kernel: each CPU
@@ -32,9 +33,10 @@
 //! tables per 4 KiB frame, so a suite that gives back every table leaves
 //! [`frame::bytes_in_use`] unchanged.
 
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mmu_notifier_conformance::{CpuFault, Machine};
+use mmu_notifier_conformance::{CpuFault, Cpus, Machine};
 use mmu_notifier_core::{FrameAllocator, PhysAddr, VirtAddr};
 use mmu_notifier_s390::S390x;
 
@@ -170,7 +172,7 @@ unsafe impl FrameAllocator for KernelFrames {
 }
 
 /// Frames the suite gave back twice, counted instead of corrupting the
-/// pool's free list (see [`KernelMachine::take_double_frees`]).
+/// pool's free list (see [`take_double_frees`]).
 static DOUBLE_FREES: AtomicU64 = AtomicU64::new(0);
 /// The last frame given back twice.
 static DOUBLE_FREED: AtomicU64 = AtomicU64::new(0);
@@ -191,13 +193,14 @@ impl KernelMachine {
         Self { arch: S390x::identity(), frames: KernelFrames }
     }
 
-    /// How many frames were given back while not allocated since the last
-    /// call, and the last of them. Such a second free is ignored (it
-    /// would make the free list cyclic, so two owners would share frames
-    /// later); the kernel reports it.
-    pub fn take_double_frees(&self) -> (u64, u64) {
-        (DOUBLE_FREES.swap(0, Ordering::Relaxed), DOUBLE_FREED.load(Ordering::Relaxed))
-    }
+}
+
+/// How many frames were given back while not allocated since the last
+/// call, and the last of them. Such a second free is ignored (it would make
+/// the free list cyclic, so two owners would share frames later); the
+/// harness fails the case that did it.
+pub fn take_double_frees() -> (u64, u64) {
+    (DOUBLE_FREES.swap(0, Ordering::Relaxed), DOUBLE_FREED.load(Ordering::Relaxed))
 }
 
 impl Default for KernelMachine {
@@ -220,6 +223,15 @@ pub fn cpu_fault(f: Fault) -> CpuFault {
         | code::REGION_THIRD_TRANSLATION => CpuFault::NotMapped,
         code::PROTECTION => CpuFault::Protection,
         other => CpuFault::Other(u64::from(other)),
+    }
+}
+
+/// A [`CpuFault`] in s390 words, for the demo.
+pub fn fault_name(f: CpuFault) -> &'static str {
+    match f {
+        CpuFault::NotMapped => "translation exception (page, segment or region)",
+        CpuFault::Protection => "protection exception 0x04",
+        CpuFault::Other(_) => "program exception (interruption code)",
     }
 }
 
@@ -300,7 +312,39 @@ impl Machine for KernelMachine {
     /// None: QEMU's TCG CPU has no EDAT-1, so a segment entry with the
     /// large bit is walked as a page-table pointer. s390 large segments are
     /// covered by the host tests of `arch/s390`.
-    fn huge_level(&self) -> Option<usize> {
-        None
+    fn huge_level(&self) -> Result<usize, &'static str> {
+        Err("no EDAT under QEMU TCG; s390 large pages are host-tested in arch/s390")
+    }
+
+    fn log(&self, line: fmt::Arguments<'_>) {
+        crate::println!("{line}");
+    }
+}
+
+/// How long a CPU may take for its part of [`Cpus::run_on_each`] (the
+/// cases bound their own waits well below this).
+const JOB_TIMEOUT_US: u64 = 60_000_000;
+
+impl Cpus for KernelMachine {
+    fn count(&self) -> usize {
+        smp::online()
+    }
+
+    fn run_on_each(&self, work: &(dyn Fn(usize) + Sync)) {
+        let done = smp::on_cpus(
+            smp::online(),
+            &work,
+            |work, cpu| {
+                work(cpu);
+                deactivate();
+                Ok(())
+            },
+            JOB_TIMEOUT_US,
+        );
+        let Ok(()) = done else { unreachable!("the jobs above never fail") };
+    }
+
+    fn now_us(&self) -> u64 {
+        crate::clock::now_us()
     }
 }

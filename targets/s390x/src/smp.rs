@@ -51,7 +51,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::lowcore;
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 /// Most CPUs the harness drives (CPU addresses 0..MAX_CPUS).
 pub const MAX_CPUS: usize = 8;

@@ -94,3 +94,8 @@ pub type Runner = mmu_notifier_kernel_harness::Runner<Kernel>;
 pub fn run_cases(cases: impl IntoIterator<Item = Case<()>>) -> ! {
     mmu_notifier_kernel_harness::run_cases::<Kernel>(cases)
 }
+
+/// Runs the conformance suite's demo on `m`, told in `words`, and ends the run.
+pub fn run_demo(m: &machine::KernelMachine, words: &mmu_notifier_conformance::demo::Words) -> ! {
+    mmu_notifier_kernel_harness::run_demo::<Kernel, _>(m, words)
+}

@@ -198,3 +198,12 @@ impl Cpus for KernelMachine {
         crate::rdtsc() / (crate::tsc_per_ms() / 1000).max(1)
     }
 }
+
+/// A [`CpuFault`] in x86 words, for the demo.
+pub fn fault_name(f: CpuFault) -> &'static str {
+    match f {
+        CpuFault::NotMapped => "page fault (not present)",
+        CpuFault::Protection => "page fault (protection)",
+        CpuFault::Other(_) => "fault (vector << 32 | error code)",
+    }
+}

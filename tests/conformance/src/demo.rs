@@ -14,7 +14,9 @@
 use core::fmt;
 use core::pin::pin;
 
-use mmu_notifier_core::{CopyMode, PageRange, PhysAddr, Prot, Reusable, Subscription, VirtAddr};
+use mmu_notifier_core::{
+    Arch, CopyMode, PageRange, PhysAddr, Prot, Reusable, Subscription, VirtAddr,
+};
 
 use crate::cases::{new_space, page, Space};
 use crate::shadow::{Call, ShadowMmu, Style};
@@ -34,8 +36,6 @@ macro_rules! dinfo {
 /// What the demo says about the machine it runs on, in that arch's words.
 #[derive(Debug, Clone, Copy)]
 pub struct Words {
-    /// The arch's name (`x86_64`).
-    pub arch: &'static str,
     /// How the arch removes or downgrades a live entry in this build (the
     /// flush, or its absence in a deliberately broken build).
     pub flush: &'static str,
@@ -63,9 +63,10 @@ pub fn run<M: Machine>(m: &M, words: &Words) -> Outcome {
     };
     let outcome = demo.run().and(demo.first_wrong.map_or(Ok(()), Err));
     m.deactivate();
+    let arch = <M::Arch as Arch>::NAME;
     match outcome {
-        Ok(()) => m.log(format_args!("demo {}: coherent at every step", words.arch)),
-        Err(_) => m.log(format_args!("demo {}: NOT coherent", words.arch)),
+        Ok(()) => m.log(format_args!("demo {arch}: coherent at every step")),
+        Err(_) => m.log(format_args!("demo {arch}: NOT coherent")),
     }
     outcome
 }

@@ -159,6 +159,15 @@ impl<C> Case<C> {
             skip: requires::nothing::<C>,
         }
     }
+
+    /// The case, skipped where `requirement` (one of [`requires`]) says
+    /// why the context lacks what it needs.
+    pub const fn requiring(self, requirement: fn(&C) -> Option<&'static str>) -> Self {
+        Self {
+            skip: requirement,
+            ..self
+        }
+    }
 }
 
 /// Cases named after their functions, each a `fn() -> Outcome` (a

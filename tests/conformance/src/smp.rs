@@ -68,7 +68,7 @@ pub const POOL: usize = 48;
 /// `concurrent_zap_and_fault_in_stay_coherent`.
 pub const OPS_PER_CPU: u32 = 1000;
 /// Register/unregister cycles in `register_unregister_races_invalidation`.
-pub const REGISTER_CYCLES: u32 = 300;
+pub const REGISTER_CYCLES: u32 = 200;
 /// Teardowns in `release_exactly_once_under_concurrency`.
 pub const RELEASE_ROUNDS: u32 = 20;
 /// How long a CPU waits for another before it fails the case.

@@ -11,32 +11,18 @@
 #![no_std]
 #![no_main]
 
-use mmu_notifier_conformance::demo::{self, Words};
-use mmu_notifier_conformance::CpuFault;
-use mmu_notifier_kernel_x86_64::{self as h, machine::KernelMachine, println, Case, BUILD};
+use mmu_notifier_conformance::demo::Words;
+use mmu_notifier_kernel_x86_64::machine::{fault_name, KernelMachine};
+use mmu_notifier_kernel_x86_64::{self as h, println, BUILD};
 
 h::entry!(main);
 
-/// The x86-64 words for the demo's story.
-const WORDS: Words = Words {
-    arch: "x86_64",
-    flush: if cfg!(mmu_notifier_broken = "no-flush") {
-        "no invlpg: the TLB keeps the old entry (broken build)"
-    } else {
-        "invlpg on this CPU (other CPUs running the space: an IPI shootdown)"
-    },
-    young: "the CPU's walk set the accessed bit in the PTE",
-    fault: |f| match f {
-        CpuFault::NotMapped => "page fault (not present)",
-        CpuFault::Protection => "page fault (protection)",
-        CpuFault::Other(_) => "fault",
-    },
-};
-
 fn main() -> ! {
     println!("demo x86_64: MMU notifiers on the x86-64 MMU ({:?}, {BUILD} build)", h::accel());
-    let machine = KernelMachine::new();
-    let mut runner = h::Runner::new();
-    runner.run(&machine, [Case::new("demo", |m: &KernelMachine| demo::run(m, &WORDS))]);
-    runner.finish()
+    let flush = match cfg!(mmu_notifier_broken = "no-flush") {
+        false => "invlpg on this CPU (other CPUs running the space: an IPI shootdown)",
+        true => "no invlpg: the TLB keeps the old entry (broken build)",
+    };
+    let young = "the CPU's walk set the accessed bit in the PTE";
+    h::run_demo(&KernelMachine::new(), &Words { flush, young, fault: fault_name })
 }

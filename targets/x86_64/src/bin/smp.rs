@@ -32,7 +32,7 @@ fn main() -> ! {
     );
     let machine = KernelMachine::new();
     let mut runner = h::Runner::new().after_each(report_ipis);
-    let own = Case { skip: several_cpus::<KernelMachine>, ..Case::new("shootdown_makes_other_cpu_fault", shootdown_makes_other_cpu_fault) };
+    let own = Case::new("shootdown_makes_other_cpu_fault", shootdown_makes_other_cpu_fault).requiring(several_cpus);
     runner.run(&machine, [own]);
     runner.run(&machine, mmu_notifier_conformance::several_cpu_cases());
     runner.finish()
