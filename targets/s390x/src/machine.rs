@@ -97,17 +97,19 @@ fn copy_entries(root: u64, view: u64) {
 ///
 /// # Safety
 ///
-/// `root` is the region-first table of a live tree (tables from
-/// [`KernelFrames`], leaves mapping memory no Rust reference covers) that
-/// stays live until [`deactivate`], which [`KernelFrames::free_table`]
-/// calls before any table goes.
+/// 1. `root` is the region-first table of a live tree whose tables come
+///    from [`KernelFrames`];
+/// 2. its leaves map memory no Rust reference covers;
+/// 3. it stays live until [`deactivate`] (which [`KernelFrames::free_table`]
+///    calls before any table goes).
 pub unsafe fn activate_view(root: u64) {
     let view = view_table();
     copy_entries(root, view);
     viewed().store(root, Ordering::Relaxed);
-    // SAFETY: the view is a full region-first table (from `alloc_table`);
-    // entry 0 becomes the kernel's, entries 1.. are the live tree's valid
-    // DAT entries (caller's contract); nothing refers into the test window.
+    // SAFETY: `dat::activate`'s 1. the view is a full region-first table
+    // (from `alloc_table`); entry 0 becomes the kernel's, entries 1.. are
+    // the live tree's valid DAT entries (conditions 1 and 3 here); 2. no
+    // Rust reference points into the test window (condition 2).
     unsafe { dat::activate(view) };
 }
 
@@ -163,10 +165,10 @@ unsafe impl FrameAllocator for KernelFrames {
         if viewed_root().is_some() {
             deactivate();
         }
-        // SAFETY: `pa` came from `alloc_table(bytes)`, i.e.
-        // `alloc_table_block(bytes)`; the core unlinked it and purged the
-        // TLBs (FrameAllocator contract), and the CPU no longer walks its
-        // tree (above).
+        // SAFETY: 1. `pa` came from `alloc_table(bytes)`, i.e.
+        // `alloc_table_block(bytes)`, and the core frees it once; 2. the core
+        // unlinked it and purged the TLBs (FrameAllocator contract), and the
+        // CPU no longer walks its tree (above).
         unsafe { frame::free_table_block(pa.0, bytes as u64) }
     }
 }
@@ -261,9 +263,9 @@ impl Machine for KernelMachine {
             DOUBLE_FREED.store(frame.0, Ordering::Relaxed);
             return;
         }
-        // SAFETY: the suite frees only data frames it got from
+        // SAFETY: 1. the suite frees only data frames it got from
         // `alloc_frame`/`alloc_contiguous` (whole frames of an aligned
-        // block), once (a second free is caught above), after the core
+        // block), once (a second free is caught above); 2. after the core
         // handed them back (`Reusable`: unmapped, IPTE done, secondaries
         // told) or after teardown. (A deliberately broken build skips the
         // IPTE: a stale TLB entry may then still reach the frame, which is
@@ -283,9 +285,10 @@ impl Machine for KernelMachine {
     }
 
     unsafe fn activate(&self, root: PhysAddr) {
-        // SAFETY: the caller keeps the tree live until `deactivate`; its
-        // tables come from `KernelFrames`, its leaves map data frames no Rust
-        // reference covers; `free_table` leaves the view before a table goes.
+        // SAFETY: 1. `root` is the root of an address space on `S390x` and
+        // `KernelFrames` (the caller's condition 1); 2. its leaves map data
+        // frames, which no Rust reference covers; 3. the caller keeps it live
+        // until `deactivate` (its condition 2).
         unsafe { activate_view(root.0) }
     }
 

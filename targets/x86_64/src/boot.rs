@@ -204,7 +204,8 @@ extern "C" fn rust_entry(start_info_pa: u32) -> ! {
     }
     // SAFETY: the magic matched, so the structure is there.
     let cmdline_pa: u64 = unsafe { read_phys(info, start_info::OFF_CMDLINE) };
-    // SAFETY: we are alone on the boot CPU and `main` has not run yet.
+    // SAFETY: 1. we are alone on the boot CPU and `main` has not run yet;
+    // 2. `cmdline_pa` is the start info's command-line field.
     unsafe { store_cmdline(cmdline_pa) };
 
     if version < 1 {
@@ -250,7 +251,8 @@ fn kernel_end() -> u64 {
 /// Copies the NUL-terminated command line into `CMDLINE_BUF`.
 ///
 /// # Safety
-/// Boot only (see [`BootCell::set`]); `pa` is 0 or QEMU's command line.
+/// 1. Boot only (see [`BootCell::set`]);
+/// 2. `pa` is 0 or QEMU's command line.
 unsafe fn store_cmdline(pa: u64) {
     if pa == 0 || pa >= IDENTITY_MAP_END {
         return;
@@ -258,7 +260,8 @@ unsafe fn store_cmdline(pa: u64) {
     let mut buf = [0u8; CMDLINE_MAX];
     let mut len = 0;
     while len < CMDLINE_MAX {
-        // SAFETY: the string is NUL-terminated in low RAM; we stop at NUL.
+        // SAFETY: condition 2: the string is NUL-terminated in low RAM; we
+        // stop at NUL.
         let b: u8 = unsafe { read_phys(pa, len) };
         if b == 0 {
             break;
@@ -271,7 +274,8 @@ unsafe fn store_cmdline(pa: u64) {
         Ok(s) => s.len(),
         Err(e) => e.valid_up_to(),
     };
-    // SAFETY: forwarded from the caller: boot only, no readers yet.
+    // SAFETY: `BootCell::set`'s one condition is this function's
+    // condition 1: boot only, no readers yet.
     unsafe {
         CMDLINE_BUF.set(buf);
         CMDLINE_LEN.set(len);

@@ -110,15 +110,17 @@ pub fn alloc_frames_aligned(count: usize, align: u64) -> Option<u64> {
 /// Returns a frame to the allocator.
 ///
 /// # Safety
-/// `pa` must come from [`alloc_frame`] or [`alloc_frames_aligned`], must not
-/// be freed twice, and must no longer be in use: no references into it, no
-/// page-table entry mapping it, and no TLB (of any CPU or secondary MMU)
-/// still caching a translation to it.
+/// 1. `pa` comes from [`alloc_frame`] or [`alloc_frames_aligned`];
+/// 2. it is not freed twice;
+/// 3. it is no longer in use: no references into it, no page-table entry
+///    mapping it, and no TLB (of any CPU or secondary MMU) still caching a
+///    translation to it.
 pub unsafe fn free_frame(pa: u64) {
     assert!(pa.is_multiple_of(FRAME_SIZE) && pa >= FIRST_FRAME, "free_frame({pa:#x}): not an allocated frame");
     let mut f = FRAMES.lock();
     assert!(pa < f.next, "free_frame({pa:#x}): never allocated");
-    // SAFETY: the caller hands the frame back: it is the allocator's now.
+    // SAFETY: the frame is one of ours (condition 1), handed back once (2)
+    // and used by nobody any more (3): its first word may hold the link.
     unsafe { (pa as *mut u64).write(f.free) };
     f.free = pa;
     f.in_use -= 1;

@@ -65,11 +65,11 @@ unsafe impl FrameAllocator for KernelFrames {
         if viewed_root().is_some() {
             deactivate();
         }
-        // SAFETY: `pa` came from `alloc_table`, i.e. `alloc_frame`; the core
-        // unlinked it (no entry of its tree refers to it) and the CPU no
-        // longer walks that tree (above). The view's stale copy of a
-        // top-level entry is not walked and is rewritten by the next
-        // `activate_view`.
+        // SAFETY: 1. `pa` came from `alloc_table`, i.e. `alloc_frame`; 2. the
+        // core frees a table once; 3. it unlinked it (no entry of its tree
+        // refers to it) and the CPU no longer walks that tree (above). The
+        // view's stale copy of a top-level entry is not walked and is
+        // rewritten by the next `activate_view`.
         unsafe { free_frame(pa.0) }
     }
 }
@@ -129,10 +129,10 @@ impl Machine for KernelMachine {
     }
 
     fn free_frame(&self, frame: PhysAddr) {
-        // SAFETY: the suite frees only data frames it got from
-        // `alloc_frame`/`alloc_contiguous`, once, after the core handed them
-        // back (`Reusable`: unmapped, TLB flushed, secondaries told) or after
-        // teardown. (A deliberately broken build skips that flush: then a
+        // SAFETY: the suite frees only data frames 1. it got from
+        // `alloc_frame`/`alloc_contiguous`, 2. once, 3. after the core handed
+        // them back (`Reusable`: unmapped, TLB flushed, secondaries told) or
+        // after teardown. (A deliberately broken build skips that flush: then a
         // stale TLB entry may still reach the frame, which is what the
         // suite detects; frames are plain RAM, so that is no memory-safety
         // issue for the kernel, which reads them only through probes.)
@@ -148,9 +148,12 @@ impl Machine for KernelMachine {
     }
 
     unsafe fn activate(&self, root: PhysAddr) {
-        // SAFETY: the caller keeps the tree live until `deactivate`; its
-        // tables come from `KernelFrames`, its leaves map data frames no Rust
-        // reference covers; `free_table` leaves the view before a table goes.
+        // SAFETY: 1. `root` is the root of an address space on `X86_64` and
+        // `KernelFrames` (the caller's condition 1): a 4 KiB frame below
+        // 1 GiB whose entries are that arch's valid tables; 2. its leaves
+        // map data frames, which no Rust reference covers; 3. the caller
+        // keeps the tree live until `deactivate` (its condition 2), and
+        // `free_table` leaves the view before any table goes.
         unsafe { activate_view(root.0) }
     }
 

@@ -285,11 +285,12 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
 type Thunk = unsafe fn(usize, *mut (), usize);
 
 /// # Safety
-/// `ctx` points to a live `T`, `work` is a `fn(&T, usize)`.
+/// 1. `ctx` points to a live `T`;
+/// 2. `work` was made from a `fn(&T, usize)`.
 unsafe fn thunk<T: Sync>(ctx: usize, work: *mut (), cpu: usize) {
-    // SAFETY: caller contract: `work` was made from a `fn(&T, usize)`.
+    // SAFETY: condition 2: `work` was made from a `fn(&T, usize)`.
     let work = unsafe { core::mem::transmute::<*mut (), fn(&T, usize)>(work) };
-    // SAFETY: caller contract: `ctx` points to a live `T`, shared (`Sync`).
+    // SAFETY: condition 1: `ctx` points to a live `T`, shared (`Sync`).
     work(unsafe { &*(ctx as *const T) }, cpu);
 }
 

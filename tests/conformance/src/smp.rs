@@ -82,11 +82,13 @@ pub const fn tag(va: VirtAddr) -> u64 {
 /// What a data frame holds once it was handed back, before its reuse.
 pub const POISON: u64 = 0xdead_dead_dead_dead;
 
-/// Spins for `us` microseconds.
+/// Spins for `us` microseconds: work that takes a while (inside a
+/// callback, to widen a race window), so it keeps the CPU (no
+/// [`Cpus::relax`]).
 pub fn spin_us(cpus: &dyn Cpus, us: u64) {
     let start = cpus.now_us();
     while cpus.now_us() - start < us {
-        cpus.relax();
+        core::hint::spin_loop();
     }
 }
 
@@ -418,7 +420,7 @@ pub(crate) fn concurrent_zap_and_fault_in_stay_coherent<M: Machine + Cpus>(m: &M
         fail!("initial map: {e}");
     }
     let v = Verdict::new();
-    let (mutated, stopped) = (Barrier::new(), Barrier::new());
+    let (started, mutated, stopped) = (Barrier::new(), Barrier::new(), Barrier::new());
     let (ops, cached, hits, contended) = (
         AtomicU64::new(0),
         AtomicU64::new(0),
@@ -431,6 +433,8 @@ pub(crate) fn concurrent_zap_and_fault_in_stay_coherent<M: Machine + Cpus>(m: &M
         // 2. it outlives `run_on_each`, and this CPU deactivates below.
         unsafe { m.activate(mm.root()) };
         let mut rng = Rng::new(cpu, 0xb);
+        // Everybody starts together (secondary CPUs wake up late).
+        started.wait(m, &v, cpus);
         if cpu == cpus - 1 {
             // The secondary MMU's CPU, until the mutators are done.
             while mutated.arrived() < cpus - 1 && !v.failed() {
@@ -455,6 +459,7 @@ pub(crate) fn concurrent_zap_and_fault_in_stay_coherent<M: Machine + Cpus>(m: &M
                 if check_read(m, &v, cpu, rng.below(WINDOW)) {
                     hits.fetch_add(1, SeqCst);
                 }
+                m.relax();
             }
         } else {
             for _ in 0..OPS_PER_CPU {
@@ -493,6 +498,8 @@ pub(crate) fn concurrent_zap_and_fault_in_stay_coherent<M: Machine + Cpus>(m: &M
                 if check_read(m, &v, cpu, rng.below(WINDOW)) {
                     hits.fetch_add(1, SeqCst);
                 }
+                // Take turns, where CPUs share cores (the host's threads).
+                m.relax();
             }
             mutated.arrive();
         }
@@ -639,7 +646,7 @@ struct Cycles {
 }
 
 /// CPU 0 registers a notifier, lets it take invalidations for a moment
-/// (every third cycle it makes sure a callback is running), unregisters it
+/// (every eighth cycle it makes sure a callback is running), unregisters it
 /// and marks it gone, [`REGISTER_CYCLES`] times; the other CPUs invalidate
 /// meanwhile, through the address space and straight through its head. No
 /// callback may see the notifier gone (`unregister` waits for callbacks in
@@ -769,7 +776,7 @@ fn register_cycles<'h, M: Machine + Cpus>(
             c.overlapped += 1;
         }
         w.holding.store(false, SeqCst);
-        if cycle % 3 == 0 {
+        if cycle % 8 == 0 {
             w.hold.store(true, SeqCst);
             let start = m.now_us();
             while !w.holding.load(SeqCst) && m.now_us() - start < 2_000 {

@@ -45,8 +45,9 @@ fn with_one_page(va: u64, flags: u64, body: impl FnOnce(&TestSpace) -> Outcome) 
         }
         None => Err("out of frames".into()),
     };
-    // SAFETY: the space that mapped the frame is dropped and was switched
-    // away from (CR3 reload), so nothing maps or caches it any more.
+    // SAFETY: 1. from `alloc_frame`; 2. freed here only; 3. the space that
+    // mapped it is dropped and was switched away from (CR3 reload), so
+    // nothing maps or caches it any more.
     unsafe { free_frame(frame) };
     outcome
 }
@@ -147,12 +148,13 @@ fn frames_are_zeroed_and_recycled() -> Outcome {
     let Some(a) = alloc_frame() else { fail!("out of frames") };
     // SAFETY: a fresh frame, identity-mapped, ours alone.
     unsafe { (a as *mut u64).add(100).write_volatile(MAGIC) };
-    // SAFETY: never mapped, no references into it.
+    // SAFETY: 1. from `alloc_frame`; 2. freed once; 3. never mapped, no
+    // references into it.
     unsafe { free_frame(a) };
     let Some(b) = alloc_frame() else { fail!("out of frames") };
     // SAFETY: as above.
     let word = unsafe { (b as *const u64).add(100).read_volatile() };
-    // SAFETY: as above.
+    // SAFETY: 1.-3. as for `a`.
     unsafe { free_frame(b) };
     ensure!(b == a, "a freed frame was not reused first ({a:#x} then {b:#x})");
     ensure!(word == 0, "a recycled frame was not zeroed: {word:#x}");
