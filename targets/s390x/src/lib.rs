@@ -1,4 +1,4 @@
-//! The s390x test-kernel harness: boots under QEMU (`-M s390-ccw-virtio
+//! The s390x test kernels' library: boots under QEMU (`-M s390-ccw-virtio
 //! -kernel`), gives a kernel binary a console, DAT with an identity map, a
 //! frame pool, address-space switching, probes that survive DAT exceptions,
 //! storage-key access, then exits QEMU with a status the runner checks

@@ -37,8 +37,8 @@
 //! hangs. [`claim_end`] therefore lets exactly one CPU end the run: it
 //! stops every other CPU first (`SIGP stop`, then `SIGP sense` until the
 //! stopped bit shows), and any other CPU that tries to end the run too
-//! spins until it is stopped. Failures a job reports go back to CPU 0
-//! through the job's shared memory ([`on_cpus`]); a panic or an unexpected
+//! spins until it is stopped. Failures a job finds go back to CPU 0
+//! through the job's shared memory ([`on_all_cpus`]); a panic or an unexpected
 //! program check on a secondary CPU stops CPU 0 and is reported by the
 //! secondary itself. (Stopping CPUs that are still zapping can meet the
 //! QEMU deadlock above; the runner's time limit then ends the run, which
@@ -51,7 +51,6 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::lowcore;
-use mmu_notifier_kernel_harness::SpinLock;
 
 /// Most CPUs the harness drives (CPU addresses 0..MAX_CPUS).
 pub const MAX_CPUS: usize = 8;
@@ -448,55 +447,35 @@ pub fn wait(cpu: usize, timeout_us: u64) {
     mb.state.store(IDLE, Ordering::Release);
 }
 
-/// A job run on several CPUs by [`on_cpus`].
+/// A job run on every CPU by [`on_all_cpus`].
 struct Job<'a, C> {
     ctx: &'a C,
-    work: fn(&C, usize) -> Result<(), &'static str>,
-    errors: SpinLock<[Option<&'static str>; MAX_CPUS]>,
+    work: fn(&C, usize),
 }
 
 fn trampoline<C: Sync>(arg: usize) {
-    // SAFETY: `on_cpus` passes the address of its `Job<C>` (with exactly
-    // this `C`, as it names `trampoline::<C>`), which it keeps alive until
-    // `wait` has seen this job return; `C: Sync` allows the shared access.
+    // SAFETY: 1. `on_all_cpus` passes the address of its `Job<C>` (with
+    // exactly this `C`, as it names `trampoline::<C>`); 2. it keeps the job
+    // alive until `wait` has seen this CPU return; 3. `C: Sync` allows the
+    // shared access from this CPU.
     let job = unsafe { &*(arg as *const Job<'_, C>) };
-    let cpu = cpu_index();
-    if let Err(e) = (job.work)(job.ctx, cpu) {
-        job.errors.lock()[cpu] = Some(e);
-    }
+    (job.work)(job.ctx, cpu_index());
 }
 
-/// Runs `work(ctx, cpu)` on CPUs `0..cpus` at once (CPU 0 is the caller)
-/// and waits for all of them. Returns the first failure by CPU index.
+/// Runs `work(ctx, cpu)` on every online CPU at once (CPU 0 is the
+/// caller) and waits for all of them.
 ///
 /// # Panics
-/// If `cpus` exceeds [`online`], or a CPU does not finish within
-/// `timeout_us`.
-///
-/// # Errors
-/// The CPU and the reason of the lowest-numbered CPU whose work failed.
-pub fn on_cpus<C: Sync>(
-    cpus: usize,
-    ctx: &C,
-    work: fn(&C, usize) -> Result<(), &'static str>,
-    timeout_us: u64,
-) -> Result<(), (usize, &'static str)> {
-    assert!(cpus >= 1 && cpus <= online(), "on_cpus: {cpus} CPUs, {} online", online());
-    let job = Job { ctx, work, errors: SpinLock::new([None; MAX_CPUS]) };
-    for cpu in 1..cpus {
+/// If a CPU does not finish within `timeout_us` (a hung job; the panic
+/// stops every CPU and names the running case).
+pub fn on_all_cpus<C: Sync>(ctx: &C, work: fn(&C, usize), timeout_us: u64) {
+    let job = Job { ctx, work };
+    for cpu in 1..online() {
         start_on(cpu, trampoline::<C>, &job as *const Job<'_, C> as usize);
     }
-    let mine = work(ctx, 0);
-    for cpu in 1..cpus {
+    work(ctx, 0);
+    for cpu in 1..online() {
         wait(cpu, timeout_us);
-    }
-    if let Err(e) = mine {
-        return Err((0, e));
-    }
-    let errors = job.errors.lock();
-    match errors.iter().enumerate().find_map(|(cpu, e)| e.map(|e| (cpu, e))) {
-        Some(first) => Err(first),
-        None => Ok(()),
     }
 }
 

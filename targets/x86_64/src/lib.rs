@@ -1,4 +1,4 @@
-//! The x86-64 bare-metal test-kernel harness.
+//! The x86-64 test kernels' library: booting and running cases on x86-64.
 //!
 //! Each kernel is a binary in `src/bin/` that links this library. The library
 //! boots through PVH (QEMU's `-kernel`), switches to long mode with an
