@@ -1,6 +1,6 @@
-//! What Linux learned after the seed, on the emulated MMU: range batching,
-//! non-blocking callers, the synchronous secondary-TLB hook, and aging
-//! beyond `age_page`.
+//! What Linux learned after its first notifiers (per-page callbacks), on
+//! the emulated MMU: range batching, non-blocking callers, the synchronous
+//! secondary-TLB hook, and aging beyond `age_page`.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -106,9 +106,9 @@ impl MmuNotifier for Both {
 fn range_batching_costs_one_pair_per_zap_not_one_call_per_page() {
     let emu = Emu::new(1);
     let mm = AddressSpace::new(&emu, &emu).unwrap();
-    let seed = pin!(Subscription::new(Counter::default()));
+    let per_page = pin!(Subscription::new(Counter::default()));
     let range_only = pin!(Subscription::new(RangeOnly::default()));
-    mm.notifiers().register(seed.as_ref()).unwrap();
+    mm.notifiers().register(per_page.as_ref()).unwrap();
     mm.notifiers().register(range_only.as_ref()).unwrap();
     map(&emu, &mm, 64);
     let n = mm
@@ -118,9 +118,9 @@ fn range_batching_costs_one_pair_per_zap_not_one_call_per_page() {
         .unwrap();
     assert_eq!(n, 64);
     assert_eq!(
-        seed.notifier().per_page.load(Ordering::Relaxed),
+        per_page.notifier().per_page.load(Ordering::Relaxed),
         64,
-        "the seed-style notifier gets one call per page"
+        "the notifier with per-page callbacks gets one call per page"
     );
     let r = &range_only.notifier().0;
     assert_eq!(

@@ -271,8 +271,7 @@ impl Emu {
     /// # Errors
     /// The [`Fault`] the access takes.
     pub fn read(&self, cpu: usize, va: VirtAddr) -> Result<u64, Fault> {
-        let pa = self.translate(cpu, va, false)?;
-        Ok(self.word(pa).load(Ordering::Acquire))
+        self.access(cpu, va, false, |word| word.load(Ordering::Acquire))
     }
 
     /// Writes 8 bytes at `va` on CPU `cpu`, through its TLB.
@@ -280,12 +279,21 @@ impl Emu {
     /// # Errors
     /// The [`Fault`] the access takes.
     pub fn write(&self, cpu: usize, va: VirtAddr, value: u64) -> Result<(), Fault> {
-        let pa = self.translate(cpu, va, true)?;
-        self.word(pa).store(value, Ordering::Release);
-        Ok(())
+        self.access(cpu, va, true, |word| word.store(value, Ordering::Release))
     }
 
-    fn translate(&self, cpu: usize, va: VirtAddr, write: bool) -> Result<u64, Fault> {
+    /// Translates `va` on CPU `cpu` and performs `f` on the word, all under
+    /// that CPU's TLB lock: as on a real CPU, an access completes before the
+    /// CPU acknowledges a flush (the flush takes the same lock), so no
+    /// access that began through a translation lands after the flush that
+    /// removed it.
+    fn access<R>(
+        &self,
+        cpu: usize,
+        va: VirtAddr,
+        write: bool,
+        f: impl FnOnce(&AtomicU64) -> R,
+    ) -> Result<R, Fault> {
         if va.0 >= VA_LIMIT || va.0 % 8 != 0 {
             return Err(Fault::NotMapped);
         }
@@ -299,7 +307,8 @@ impl Emu {
                 return Err(Fault::Protection);
             }
             if !write || e.dirty {
-                return self.checked(e.frame, offset);
+                let pa = self.checked(e.frame, offset)?;
+                return Ok(f(self.word(pa)));
             }
             // A write through an entry cached clean: walk to set D.
         }
@@ -312,7 +321,8 @@ impl Emu {
                 dirty: write,
             },
         );
-        self.checked(frame, offset)
+        let pa = self.checked(frame, offset)?;
+        Ok(f(self.word(pa)))
     }
 
     fn checked(&self, frame: u64, offset: u64) -> Result<u64, Fault> {

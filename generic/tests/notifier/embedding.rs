@@ -140,7 +140,10 @@ fn grace_periods_wait_the_kernels_way() {
     // The registration cannot finish while this range is open: it waits,
     // and every round of that waiting is the kernel's `wait`.
     while FOUR_WAITS.load(SeqCst) == before {
-        assert!(!registrar.is_finished(), "register returned inside an open range");
+        assert!(
+            !registrar.is_finished(),
+            "register returned inside an open range"
+        );
         thread::yield_now();
     }
     guard.end();

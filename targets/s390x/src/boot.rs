@@ -65,26 +65,10 @@ extern "C" {
 }
 
 extern "Rust" {
-    /// Defined by [`entry!`](crate::entry) in the kernel binary.
+    /// Defined by [`entry!`](crate::entry) in the kernel binary: its main
+    /// function, called after boot with DAT on, the identity map active,
+    /// the frame pool ready and the console working.
     fn __harness_kernel_main() -> !;
-}
-
-/// Declares the kernel's main function, called after boot with DAT on, the
-/// identity map active, the frame pool ready and the console working.
-///
-/// ```ignore
-/// mmu_notifier_kernel_s390x::entry!(main);
-/// fn main() -> ! { /* ... */ }
-/// ```
-#[macro_export]
-macro_rules! entry {
-    ($main:path) => {
-        #[no_mangle]
-        fn __harness_kernel_main() -> ! {
-            let main: fn() -> ! = $main;
-            main()
-        }
-    };
 }
 
 extern "C" {
@@ -97,7 +81,10 @@ extern "C" fn boot() -> ! {
     // and the stack the program-check handler's fatal path switches to.
     unsafe {
         lowcore::write_u64(lowcore::CPU_INDEX, 0);
-        lowcore::write_u64(lowcore::FATAL_STACK_TOP, core::ptr::addr_of!(__harness_fatal_stack_top) as u64);
+        lowcore::write_u64(
+            lowcore::FATAL_STACK_TOP,
+            core::ptr::addr_of!(__harness_fatal_stack_top) as u64,
+        );
     }
     install_new_psws();
     crate::skey::enable_tracking();
@@ -130,7 +117,10 @@ fn install_new_psws() {
     // on real addresses, whatever space was active), all interrupts off.
     unsafe {
         lowcore::write_u64(lowcore::PROGRAM_NEW_PSW, 0x0000_0001_8000_0000);
-        lowcore::write_u64(lowcore::PROGRAM_NEW_PSW + 8, crate::probe::handler_address());
+        lowcore::write_u64(
+            lowcore::PROGRAM_NEW_PSW + 8,
+            crate::probe::handler_address(),
+        );
     }
 }
 
@@ -147,5 +137,7 @@ pub fn cmdline() -> &'static str {
 
 /// The value of `key=value` on the command line (whitespace-separated).
 pub fn cmdline_arg(key: &str) -> Option<&'static str> {
-    cmdline().split_ascii_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+    cmdline()
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }

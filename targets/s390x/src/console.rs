@@ -11,7 +11,7 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU16, Ordering};
 
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 const SCCB_SIZE: usize = 4096;
 /// SCCB header: u16 length, u8 function code, 3 bytes control mask, u16 response.
@@ -36,7 +36,10 @@ struct Sccb {
 /// The last SCLP response code other than 0x0020, or 0.
 static LAST_BAD_RESPONSE: AtomicU16 = AtomicU16::new(0);
 
-static CONSOLE: SpinLock<Sccb> = SpinLock::new(Sccb { bytes: [0; SCCB_SIZE], used: 0 });
+static CONSOLE: SpinLock<Sccb> = SpinLock::new(Sccb {
+    bytes: [0; SCCB_SIZE],
+    used: 0,
+});
 
 impl Sccb {
     fn flush(&mut self) {
@@ -46,7 +49,8 @@ impl Sccb {
         let total = TEXT_START + self.used;
         self.bytes[..SCCB_HEADER].copy_from_slice(&[0; SCCB_HEADER]);
         self.bytes[0..2].copy_from_slice(&(total as u16).to_be_bytes());
-        self.bytes[SCCB_HEADER..SCCB_HEADER + 2].copy_from_slice(&((EVENT_HEADER + self.used) as u16).to_be_bytes());
+        self.bytes[SCCB_HEADER..SCCB_HEADER + 2]
+            .copy_from_slice(&((EVENT_HEADER + self.used) as u16).to_be_bytes());
         self.bytes[SCCB_HEADER + 2] = EVENT_TYPE_ASCII_CONSOLE;
         self.bytes[SCCB_HEADER + 3] = 0;
         self.bytes[SCCB_HEADER + 4..TEXT_START].copy_from_slice(&[0, 0]);
@@ -78,10 +82,14 @@ impl Sccb {
         }
         // SAFETY: reading back the response code SCLP wrote into our SCCB;
         // volatile because the write came from outside the abstract machine.
-        let response = unsafe { core::ptr::read_volatile(self.bytes.as_ptr().add(6).cast::<u16>()) };
+        let response =
+            unsafe { core::ptr::read_volatile(self.bytes.as_ptr().add(6).cast::<u16>()) };
         // There is nowhere to report a console failure; keep it for a
         // debugger (`-action panic=pause`, then `x` on this symbol).
-        LAST_BAD_RESPONSE.store(if response == SCLP_RC_OK { 0 } else { response }, Ordering::Relaxed);
+        LAST_BAD_RESPONSE.store(
+            if response == SCLP_RC_OK { 0 } else { response },
+            Ordering::Relaxed,
+        );
         self.used = 0;
     }
 
@@ -121,7 +129,8 @@ pub fn _print(args: fmt::Arguments<'_>) {
 /// Only for the fatal paths (panic, unexpected program check) that end in
 /// a disabled wait: the interrupted holder must never run again.
 pub(crate) unsafe fn force_unlock() {
-    // SAFETY: forwarded contract.
+    // SAFETY: `SpinLock::force_unlock`'s one condition, that no holder of
+    // a guard runs again, is this function's own.
     unsafe { CONSOLE.force_unlock() }
 }
 

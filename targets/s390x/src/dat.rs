@@ -167,7 +167,9 @@ pub(crate) fn init() {
     let mut old_mask = 0u8;
     // SAFETY: with CR1 holding the identity map, turning DAT on (PSW bit 5,
     // STOSM 0x04) keeps every address meaning the same memory.
-    unsafe { core::arch::asm!("stosm 0({p}),0x04", p = in(reg_addr) &mut old_mask as *mut u8, options(nostack)) };
+    unsafe {
+        core::arch::asm!("stosm 0({p}),0x04", p = in(reg_addr) &mut old_mask as *mut u8, options(nostack))
+    };
 }
 
 /// Makes `root_pa` the primary address space (CR1) and purges this CPU's TLB.
@@ -211,7 +213,9 @@ pub unsafe fn activate(root_pa: u64) {
 pub fn primary_asce() -> u64 {
     let mut asce = 0u64;
     // SAFETY: STCTG stores CR1 into `asce`; no other effect.
-    unsafe { core::arch::asm!("stctg %c1,%c1,0({p})", p = in(reg_addr) &mut asce as *mut u64, options(nostack)) };
+    unsafe {
+        core::arch::asm!("stctg %c1,%c1,0({p})", p = in(reg_addr) &mut asce as *mut u64, options(nostack))
+    };
     asce
 }
 

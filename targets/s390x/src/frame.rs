@@ -13,7 +13,7 @@
 //! image, its stacks and the lowcore).
 
 use crate::dat::IDENTITY_MAP_END;
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 /// Size of a frame (and of an s390x page).
 pub const FRAME_SIZE: u64 = 4096;
@@ -215,7 +215,11 @@ pub unsafe fn free_table_block(pa: u64, bytes: u64) {
         "free_table_block: {pa:#x} ({bytes} bytes) is not a table block of the pool"
     );
     let mut pool = POOL.lock();
-    let list = if bytes == TABLE_BLOCK_LARGE { &mut pool.free_large } else { &mut pool.free_small };
+    let list = if bytes == TABLE_BLOCK_LARGE {
+        &mut pool.free_large
+    } else {
+        &mut pool.free_small
+    };
     Pool::push(list, pa);
     pool.in_use -= bytes;
 }
@@ -261,7 +265,10 @@ pub unsafe fn free_frame(pa: u64) {
         "free_frame: {pa:#x} is not a frame of the pool"
     );
     let mut pool = POOL.lock();
-    assert!(pool.is_allocated(pa), "free_frame: {pa:#x} is not allocated (freed twice?)");
+    assert!(
+        pool.is_allocated(pa),
+        "free_frame: {pa:#x} is not allocated (freed twice?)"
+    );
     pool.mark(pa, false);
     Pool::push(&mut pool.free, pa);
     pool.in_use -= FRAME_SIZE;

@@ -1,9 +1,11 @@
-//! The s390x test-kernel harness: boots under QEMU (`-M s390-ccw-virtio
+//! The s390x test kernels' library: boots under QEMU (`-M s390-ccw-virtio
 //! -kernel`), gives a kernel binary a console, DAT with an identity map, a
 //! frame pool, address-space switching, probes that survive DAT exceptions,
-//! storage-key access and a tiny test framework, then exits QEMU with a
-//! status the runner checks together with the printed summary; and, in
-//! [`machine`], the conformance suite's `Machine` over all of that.
+//! storage-key access, then exits QEMU with a status the runner checks
+//! together with the printed summary; in [`machine`], the conformance
+//! suite's `Machine` (and `Cpus`) over all of that. Cases run through the
+//! harness every kernel shares (`mmu-notifier-kernel-harness`, re-exported
+//! here), with this kernel's hooks in [`platform`].
 //!
 //! # Memory map (physical = virtual below 128 MiB)
 //!
@@ -19,14 +21,14 @@
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
-//! use mmu_notifier_kernel_s390x::{case, ensure, entry, run_tests, TestCase};
+//! use mmu_notifier_kernel_s390x::{cases, ensure, entry, run_cases, Outcome};
 //!
 //! entry!(main);
 //! fn main() -> ! {
-//!     run_tests(&[case!(two_is_two)])
+//!     run_cases(cases![two_is_two])
 //! }
-//! fn two_is_two() -> Result<(), &'static str> {
-//!     ensure!(1 + 1 == 2, "arithmetic");
+//! fn two_is_two() -> Outcome {
+//!     ensure!(1 + 1 == 2, "arithmetic is broken");
 //!     Ok(())
 //! }
 //! ```
@@ -49,19 +51,37 @@ pub mod frame;
 pub mod lowcore;
 pub mod machine;
 mod mem;
+pub mod platform;
 pub mod probe;
 pub mod skey;
 pub mod smp;
-mod sync;
-pub mod test;
 
 pub use boot::{cmdline, cmdline_arg};
 pub use dat::{activate, ipte, kernel_root, ptlb, TEST_WINDOW};
-pub use frame::{alloc_aligned, alloc_frame, alloc_table_block, bytes_in_use, free_frame, free_table_block};
+pub use frame::{
+    alloc_aligned, alloc_frame, alloc_table_block, bytes_in_use, free_frame, free_table_block,
+};
+pub use mmu_notifier_kernel_harness::{
+    cases, ensure, entry, fail, Case, Failure, Outcome, SpinLock,
+};
+pub use platform::{Kernel, BUILD};
 pub use probe::{probe_read, probe_write, Fault};
-pub use test::{run_tests, TestCase};
 
+use mmu_notifier_kernel_harness::FatalLine;
 use qemu_exit_s390x::{QEMUExit, S390x};
+
+/// The harness's runner with this kernel's hooks.
+pub type Runner = mmu_notifier_kernel_harness::Runner<Kernel>;
+
+/// Runs the kernel's own cases (see [`cases!`]) and ends the run.
+pub fn run_cases(cases: impl IntoIterator<Item = Case<()>>) -> ! {
+    mmu_notifier_kernel_harness::run_cases::<Kernel>(cases)
+}
+
+/// Runs the conformance suite's demo on `m`, told in `words`, and ends the run.
+pub fn run_demo(m: &machine::KernelMachine, words: &mmu_notifier_conformance::demo::Words) -> ! {
+    mmu_notifier_kernel_harness::run_demo::<Kernel, _>(m, words)
+}
 
 /// Ends the run: QEMU exits with status 0. Stops the other CPUs first
 /// (QEMU ends the run only when the last running CPU loads the exit PSW).
@@ -88,13 +108,7 @@ pub(crate) fn fatal(msg: core::fmt::Arguments<'_>, code: u32) -> ! {
     // in a disabled wait), interrupts are off, and every other CPU is
     // stopped for good, so no holder of the lock runs again.
     unsafe { console::force_unlock() };
-    let cpu = smp::cpu_index();
-    match (test::current_case(), cpu) {
-        (Some(name), 0) => println!("FAIL {name}: {msg}"),
-        (Some(name), cpu) => println!("FAIL {name}: on CPU {cpu}: {msg}"),
-        (None, 0) => println!("FATAL: {msg}"),
-        (None, cpu) => println!("FATAL: on CPU {cpu}: {msg}"),
-    }
+    println!("{}", FatalLine::new(smp::cpu_index(), msg));
     S390x::new().exit(code.max(1))
 }
 
@@ -102,7 +116,10 @@ pub(crate) fn fatal(msg: core::fmt::Arguments<'_>, code: u32) -> ! {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // One line, so the runner sees exactly one `FAIL` line for the case.
     match info.location() {
-        Some(at) => fatal(format_args!("panic at {}:{}: {}", at.file(), at.line(), info.message()), 0xdead),
+        Some(at) => fatal(
+            format_args!("panic at {}:{}: {}", at.file(), at.line(), info.message()),
+            0xdead,
+        ),
         None => fatal(format_args!("panic: {}", info.message()), 0xdead),
     }
 }

@@ -1,6 +1,7 @@
-//! The conformance suite's [`Machine`] on this kernel: QEMU's s390x DAT
-//! (its TLB included), [`mmu_notifier_s390::S390x`] as the arch, and the
-//! harness's frame pool, program-check probes and address-space switching.
+//! The conformance suite's [`Machine`] and [`Cpus`] on this kernel: QEMU's
+//! s390x DAT (its TLB included), [`mmu_notifier_s390::S390x`] as the arch,
+//! the kernel's frame pool, program-check probes and address-space
+//! switching, and its CPUs ([`smp`]).
 //!
 //! Used by the `conformance` kernel (which runs the shared suite on it), by
 //! the `demo` kernel, and on every CPU by the `smp` kernel: each CPU
@@ -32,10 +33,11 @@
 //! tables per 4 KiB frame, so a suite that gives back every table leaves
 //! [`frame::bytes_in_use`] unchanged.
 
+use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mmu_notifier_conformance::{CpuFault, Machine};
-use mmu_notifier_core::{FrameAllocator, PhysAddr, VirtAddr};
+use mmu_notifier_conformance::{CpuFault, Cpus, Machine};
+use mmu_notifier_core::{PhysAddr, TableMemory, VirtAddr};
 use mmu_notifier_s390::S390x;
 
 use crate::dat::{self, Level, TABLE_ENTRIES, TEST_WINDOW};
@@ -59,7 +61,8 @@ fn view_table() -> u64 {
     if view != 0 {
         return view;
     }
-    let view = dat::alloc_table(Level::RegionFirst).expect("frame pool exhausted: no region-first table for the view");
+    let view = dat::alloc_table(Level::RegionFirst)
+        .expect("frame pool exhausted: no region-first table for the view");
     match VIEW.compare_exchange(0, view, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => view,
         // Another CPU was first; this table stays unused (never freed: the
@@ -95,17 +98,19 @@ fn copy_entries(root: u64, view: u64) {
 ///
 /// # Safety
 ///
-/// `root` is the region-first table of a live tree (tables from
-/// [`KernelFrames`], leaves mapping memory no Rust reference covers) that
-/// stays live until [`deactivate`], which [`KernelFrames::free_table`]
-/// calls before any table goes.
+/// 1. `root` is the region-first table of a live tree whose tables come
+///    from [`KernelFrames`];
+/// 2. its leaves map memory no Rust reference covers;
+/// 3. it stays live until [`deactivate`] (which [`KernelFrames::free_table`]
+///    calls before any table goes).
 pub unsafe fn activate_view(root: u64) {
     let view = view_table();
     copy_entries(root, view);
     viewed().store(root, Ordering::Relaxed);
-    // SAFETY: the view is a full region-first table (from `alloc_table`);
-    // entry 0 becomes the kernel's, entries 1.. are the live tree's valid
-    // DAT entries (caller's contract); nothing refers into the test window.
+    // SAFETY: `dat::activate`'s 1. the view is a full region-first table
+    // (from `alloc_table`); entry 0 becomes the kernel's, entries 1.. are
+    // the live tree's valid DAT entries (conditions 1 and 3 here); 2. no
+    // Rust reference points into the test window (condition 2).
     unsafe { dat::activate(view) };
 }
 
@@ -140,12 +145,18 @@ pub fn deactivate() {
 #[derive(Debug, Default)]
 pub struct KernelFrames;
 
-// SAFETY: `alloc_table_block` hands out zeroed blocks of exactly `bytes`
-// (16 KiB or 2 KiB, the only sizes S390x asks for), aligned to `bytes`, in
-// the identity map (reachable through `S390x::identity()`'s
-// `phys_to_virt`), used by nobody else until `free_table_block`. The pool
+// SAFETY: 1. `alloc_table_block` hands out zeroed blocks of exactly `bytes`
+// (16 KiB or 2 KiB, the only sizes S390x asks for), aligned to `bytes`,
+// used by nobody else until `free_table_block`; 2. they lie below 128 MiB,
+// where the kernel runs with physical = virtual, readable and writable for
+// its lifetime; 3. that is where DAT reads them (real addresses). The pool
 // is a spin lock, so `Sync`.
-unsafe impl FrameAllocator for KernelFrames {
+unsafe impl TableMemory for KernelFrames {
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::new(core::ptr::with_exposed_provenance_mut(pa.0 as usize))
+            .expect("the pool starts at 16 MiB, never address 0")
+    }
+
     fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
         frame::alloc_table_block(bytes as u64).map(PhysAddr)
     }
@@ -161,16 +172,16 @@ unsafe impl FrameAllocator for KernelFrames {
         if viewed_root().is_some() {
             deactivate();
         }
-        // SAFETY: `pa` came from `alloc_table(bytes)`, i.e.
-        // `alloc_table_block(bytes)`; the core unlinked it and purged the
-        // TLBs (FrameAllocator contract), and the CPU no longer walks its
-        // tree (above).
+        // SAFETY: 1. `pa` came from `alloc_table(bytes)`, i.e.
+        // `alloc_table_block(bytes)`, and the core frees it once; 2. the core
+        // unlinked it and purged the TLBs (TableMemory contract), and the
+        // CPU no longer walks its tree (above).
         unsafe { frame::free_table_block(pa.0, bytes as u64) }
     }
 }
 
 /// Frames the suite gave back twice, counted instead of corrupting the
-/// pool's free list (see [`KernelMachine::take_double_frees`]).
+/// pool's free list (see [`take_double_frees`]).
 static DOUBLE_FREES: AtomicU64 = AtomicU64::new(0);
 /// The last frame given back twice.
 static DOUBLE_FREED: AtomicU64 = AtomicU64::new(0);
@@ -188,16 +199,22 @@ impl KernelMachine {
     /// that it does not count against the first case's memory.
     pub fn new() -> Self {
         let _ = view_table();
-        Self { arch: S390x::identity(), frames: KernelFrames }
+        Self {
+            arch: S390x::new(),
+            frames: KernelFrames,
+        }
     }
+}
 
-    /// How many frames were given back while not allocated since the last
-    /// call, and the last of them. Such a second free is ignored (it
-    /// would make the free list cyclic, so two owners would share frames
-    /// later); the kernel reports it.
-    pub fn take_double_frees(&self) -> (u64, u64) {
-        (DOUBLE_FREES.swap(0, Ordering::Relaxed), DOUBLE_FREED.load(Ordering::Relaxed))
-    }
+/// How many frames were given back while not allocated since the last
+/// call, and the last of them. Such a second free is ignored (it would make
+/// the free list cyclic, so two owners would share frames later); the
+/// harness fails the case that did it.
+pub fn take_double_frees() -> (u64, u64) {
+    (
+        DOUBLE_FREES.swap(0, Ordering::Relaxed),
+        DOUBLE_FREED.load(Ordering::Relaxed),
+    )
 }
 
 impl Default for KernelMachine {
@@ -223,9 +240,19 @@ pub fn cpu_fault(f: Fault) -> CpuFault {
     }
 }
 
+/// A [`CpuFault`] in s390 words, for the demo.
+pub fn fault_name(f: CpuFault) -> &'static str {
+    match f {
+        CpuFault::NotMapped => "translation exception (page, segment or region)",
+        CpuFault::Protection => "protection exception 0x04",
+        CpuFault::Other(_) => "program exception (interruption code)",
+    }
+}
+
 impl Machine for KernelMachine {
     type Arch = S390x;
     type Frames = KernelFrames;
+    type Kernel = crate::platform::Kernel;
 
     fn arch(&self) -> &S390x {
         &self.arch
@@ -249,9 +276,9 @@ impl Machine for KernelMachine {
             DOUBLE_FREED.store(frame.0, Ordering::Relaxed);
             return;
         }
-        // SAFETY: the suite frees only data frames it got from
+        // SAFETY: 1. the suite frees only data frames it got from
         // `alloc_frame`/`alloc_contiguous` (whole frames of an aligned
-        // block), once (a second free is caught above), after the core
+        // block), once (a second free is caught above); 2. after the core
         // handed them back (`Reusable`: unmapped, IPTE done, secondaries
         // told) or after teardown. (A deliberately broken build skips the
         // IPTE: a stale TLB entry may then still reach the frame, which is
@@ -263,7 +290,10 @@ impl Machine for KernelMachine {
 
     fn write_phys(&self, pa: PhysAddr, value: u64) {
         assert!(pa.0 % 8 == 0, "write_phys({pa}): misaligned");
-        assert!(frame::is_allocated(pa.0 & !(FRAME_SIZE - 1)), "write_phys({pa}): not an allocated frame");
+        assert!(
+            frame::is_allocated(pa.0 & !(FRAME_SIZE - 1)),
+            "write_phys({pa}): not an allocated frame"
+        );
         // SAFETY: `pa` lies in an allocated frame of the pool (checked),
         // identity mapped; no Rust reference covers data frames, so a
         // volatile store cannot break aliasing.
@@ -271,9 +301,10 @@ impl Machine for KernelMachine {
     }
 
     unsafe fn activate(&self, root: PhysAddr) {
-        // SAFETY: the caller keeps the tree live until `deactivate`; its
-        // tables come from `KernelFrames`, its leaves map data frames no Rust
-        // reference covers; `free_table` leaves the view before a table goes.
+        // SAFETY: 1. `root` is the root of an address space on `S390x` and
+        // `KernelFrames` (the caller's condition 1); 2. its leaves map data
+        // frames, which no Rust reference covers; 3. the caller keeps it live
+        // until `deactivate` (its condition 2).
         unsafe { activate_view(root.0) }
     }
 
@@ -300,7 +331,36 @@ impl Machine for KernelMachine {
     /// None: QEMU's TCG CPU has no EDAT-1, so a segment entry with the
     /// large bit is walked as a page-table pointer. s390 large segments are
     /// covered by the host tests of `arch/s390`.
-    fn huge_level(&self) -> Option<usize> {
-        None
+    fn huge_level(&self) -> Result<mmu_notifier_core::Level<S390x>, &'static str> {
+        Err("no EDAT under QEMU TCG; s390 large pages are host-tested in arch/s390")
+    }
+
+    fn log(&self, line: fmt::Arguments<'_>) {
+        crate::println!("{line}");
+    }
+}
+
+/// How long a CPU may take for its part of [`Cpus::run_on_each`] (the
+/// cases bound their own waits well below this).
+const JOB_TIMEOUT_US: u64 = 60_000_000;
+
+impl Cpus for KernelMachine {
+    fn count(&self) -> usize {
+        smp::online()
+    }
+
+    fn run_on_each(&self, work: &(dyn Fn(usize) + Sync)) {
+        smp::on_all_cpus(
+            &work,
+            |work, cpu| {
+                work(cpu);
+                deactivate();
+            },
+            JOB_TIMEOUT_US,
+        );
+    }
+
+    fn now_us(&self) -> u64 {
+        crate::clock::now_us()
     }
 }

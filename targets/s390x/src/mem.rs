@@ -26,7 +26,12 @@ unsafe fn copy_forward(dst: *mut u8, src: *const u8, n: usize) {
         while i + 8 <= n {
             // SAFETY: `i + 8 <= n` keeps both accesses in bounds (caller),
             // and both pointers are 8-aligned plus a multiple of 8.
-            unsafe { write_volatile(dst.add(i).cast::<u64>(), read_volatile(src.add(i).cast::<u64>())) };
+            unsafe {
+                write_volatile(
+                    dst.add(i).cast::<u64>(),
+                    read_volatile(src.add(i).cast::<u64>()),
+                )
+            };
             i += 8;
         }
     }

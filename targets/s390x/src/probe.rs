@@ -245,7 +245,10 @@ pub fn probe_read(va: u64) -> Result<u64, Fault> {
 /// If `va` is below [`TEST_WINDOW`](crate::dat::TEST_WINDOW).
 #[inline(never)]
 pub fn probe_write(va: u64, value: u64) -> Result<(), Fault> {
-    assert!(va >= crate::dat::TEST_WINDOW, "probe_write({va:#x}): below the test window, it would write kernel memory");
+    assert!(
+        va >= crate::dat::TEST_WINDOW,
+        "probe_write({va:#x}): below the test window, it would write kernel memory"
+    );
     let ok: u64;
     // SAFETY: as in `probe_read`, for a store of 8 bytes at `va` in the
     // test window (checked above), where no Rust object lives.

@@ -31,7 +31,9 @@ pub fn sske(pa: u64, key: u8) {
     // SAFETY: only the storage key changes; with PSW key 0 no kernel access
     // depends on it (module docs). QEMU flushes its TLB so later accesses
     // set R/C again.
-    unsafe { core::arch::asm!("sske {k},{pa}", k = in(reg) u64::from(key), pa = in(reg) pa, options(nostack, nomem)) };
+    unsafe {
+        core::arch::asm!("sske {k},{pa}", k = in(reg) u64::from(key), pa = in(reg) pa, options(nostack, nomem))
+    };
 }
 
 /// RESET REFERENCE BIT EXTENDED on the frame holding real address `pa`.

@@ -37,8 +37,8 @@
 //! hangs. [`claim_end`] therefore lets exactly one CPU end the run: it
 //! stops every other CPU first (`SIGP stop`, then `SIGP sense` until the
 //! stopped bit shows), and any other CPU that tries to end the run too
-//! spins until it is stopped. Failures a job reports go back to CPU 0
-//! through the job's shared memory ([`on_cpus`]); a panic or an unexpected
+//! spins until it is stopped. Failures a job finds go back to CPU 0
+//! through the job's shared memory ([`on_all_cpus`]); a panic or an unexpected
 //! program check on a secondary CPU stops CPU 0 and is reported by the
 //! secondary itself. (Stopping CPUs that are still zapping can meet the
 //! QEMU deadlock above; the runner's time limit then ends the run, which
@@ -51,7 +51,6 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::lowcore;
-use crate::sync::SpinLock;
 
 /// Most CPUs the harness drives (CPU addresses 0..MAX_CPUS).
 pub const MAX_CPUS: usize = 8;
@@ -106,11 +105,15 @@ struct FatalStack([u8; FATAL_STACK_SIZE]);
 
 /// Prefix areas of CPUs 1..MAX_CPUS (index 0 unused: CPU 0 runs on
 /// absolute 0). Zero-initialised, so in .bss.
-static PREFIX_AREAS: Raw<[PrefixArea; MAX_CPUS]> =
-    Raw(UnsafeCell::new([const { PrefixArea([0; PREFIX_SIZE]) }; MAX_CPUS]));
-static STACKS: Raw<[Stack; MAX_CPUS]> = Raw(UnsafeCell::new([const { Stack([0; STACK_SIZE]) }; MAX_CPUS]));
-static FATAL_STACKS: Raw<[FatalStack; MAX_CPUS]> =
-    Raw(UnsafeCell::new([const { FatalStack([0; FATAL_STACK_SIZE]) }; MAX_CPUS]));
+static PREFIX_AREAS: Raw<[PrefixArea; MAX_CPUS]> = Raw(UnsafeCell::new(
+    [const { PrefixArea([0; PREFIX_SIZE]) }; MAX_CPUS],
+));
+static STACKS: Raw<[Stack; MAX_CPUS]> = Raw(UnsafeCell::new(
+    [const { Stack([0; STACK_SIZE]) }; MAX_CPUS],
+));
+static FATAL_STACKS: Raw<[FatalStack; MAX_CPUS]> = Raw(UnsafeCell::new(
+    [const { FatalStack([0; FATAL_STACK_SIZE]) }; MAX_CPUS],
+));
 
 /// Mailbox states.
 const IDLE: u32 = 0;
@@ -126,8 +129,13 @@ struct Mailbox {
     state: AtomicU32,
 }
 
-static MAILBOXES: [Mailbox; MAX_CPUS] =
-    [const { Mailbox { func: AtomicUsize::new(0), arg: AtomicUsize::new(0), state: AtomicU32::new(IDLE) } }; MAX_CPUS];
+static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
+    Mailbox {
+        func: AtomicUsize::new(0),
+        arg: AtomicUsize::new(0),
+        state: AtomicU32::new(IDLE),
+    }
+}; MAX_CPUS];
 
 /// CPUs brought up (1 until [`init`] ran).
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
@@ -203,7 +211,9 @@ const SIGP_BUSY_LIMIT_US: u64 = 10_000_000;
 pub fn cpu_id() -> usize {
     let mut addr: u16 = 0;
     // SAFETY: STAP stores two bytes at the operand, our local.
-    unsafe { core::arch::asm!("stap 0({p})", p = in(reg_addr) &mut addr as *mut u16, options(nostack)) };
+    unsafe {
+        core::arch::asm!("stap 0({p})", p = in(reg_addr) &mut addr as *mut u16, options(nostack))
+    };
     usize::from(addr)
 }
 
@@ -302,12 +312,19 @@ fn enabled_wait() {
 extern "C" fn secondary_main(index: u64) -> ! {
     let index = index as usize;
     if cpu_id() != index {
-        crate::fatal(format_args!("CPU index {index} runs on CPU address {}", cpu_id()), 0x5e1);
+        crate::fatal(
+            format_args!("CPU index {index} runs on CPU address {}", cpu_id()),
+            0x5e1,
+        );
     }
     IDLING.fetch_add(1, Ordering::AcqRel);
     let mb = &MAILBOXES[index];
     loop {
-        if mb.state.compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if mb
+            .state
+            .compare_exchange(PENDING, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             // An external call that comes before the wait stays pending and
             // ends the wait at once: no wake-up is lost.
             enabled_wait();
@@ -352,7 +369,9 @@ pub fn init() -> Result<usize, &'static str> {
     }
     let present = (1..MAX_CPUS).take_while(|&cpu| exists(cpu)).count() + 1;
     let wanted = match crate::cmdline_arg("smp") {
-        Some(n) => n.parse::<usize>().map_err(|_| "smp=N on the command line is not a number")?,
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| "smp=N on the command line is not a number")?,
         None => present,
     };
     if wanted == 0 || wanted > MAX_CPUS {
@@ -363,7 +382,9 @@ pub fn init() -> Result<usize, &'static str> {
     }
     let mut cr0 = 0u64;
     // SAFETY: STCTG stores CR0 into our local.
-    unsafe { core::arch::asm!("stctg %c0,%c0,0({p})", p = in(reg_addr) &mut cr0 as *mut u64, options(nostack)) };
+    unsafe {
+        core::arch::asm!("stctg %c0,%c0,0({p})", p = in(reg_addr) &mut cr0 as *mut u64, options(nostack))
+    };
     let asce = (crate::dat::kernel_root() & !0xfff) | crate::dat::ASCE_REGION_FIRST;
     for cpu in 1..wanted {
         let area = PREFIX_AREAS.addr() + (cpu * PREFIX_SIZE) as u64;
@@ -379,15 +400,31 @@ pub fn init() -> Result<usize, &'static str> {
             write_prefix(area, psw + 8, lowcore::read_u64(psw + 8));
         }
         write_prefix(area, lowcore::EXTERNAL_NEW_PSW, 0x0000_0001_8000_0000);
-        write_prefix(area, lowcore::EXTERNAL_NEW_PSW + 8, __harness_secondary_wake as *const () as usize as u64);
+        write_prefix(
+            area,
+            lowcore::EXTERNAL_NEW_PSW + 8,
+            __harness_secondary_wake as *const () as usize as u64,
+        );
         write_prefix(area, lowcore::RESTART_NEW_PSW, 0x0000_0001_8000_0000);
-        write_prefix(area, lowcore::RESTART_NEW_PSW + 8, __harness_secondary_entry as *const () as usize as u64);
+        write_prefix(
+            area,
+            lowcore::RESTART_NEW_PSW + 8,
+            __harness_secondary_entry as *const () as usize as u64,
+        );
         write_prefix(area, lowcore::PROBE_FIXUP, 0);
-        write_prefix(area, lowcore::CPU_STACK_TOP, STACKS.addr() + ((cpu + 1) * STACK_SIZE) as u64);
+        write_prefix(
+            area,
+            lowcore::CPU_STACK_TOP,
+            STACKS.addr() + ((cpu + 1) * STACK_SIZE) as u64,
+        );
         write_prefix(area, lowcore::CPU_INDEX, cpu as u64);
         write_prefix(area, lowcore::CPU_CR0, cr0 | CR0_EXTERNAL_CALL);
         write_prefix(area, lowcore::CPU_ASCE, asce);
-        write_prefix(area, lowcore::FATAL_STACK_TOP, FATAL_STACKS.addr() + ((cpu + 1) * FATAL_STACK_SIZE) as u64);
+        write_prefix(
+            area,
+            lowcore::FATAL_STACK_TOP,
+            FATAL_STACKS.addr() + ((cpu + 1) * FATAL_STACK_SIZE) as u64,
+        );
         // Initial reset first: it clears the prefix register.
         if sigp(cpu, order::INITIAL_CPU_RESET, 0).0 != CC_ACCEPTED {
             return Err("SIGP initial CPU reset refused");
@@ -418,15 +455,24 @@ pub fn init() -> Result<usize, &'static str> {
 /// If `cpu` is 0, not brought up, or still busy; or if SIGP external call
 /// is refused.
 pub fn start_on(cpu: usize, f: fn(usize), arg: usize) {
-    assert!(cpu != 0 && cpu < online(), "start_on: CPU {cpu} is not a secondary CPU that was brought up");
+    assert!(
+        cpu != 0 && cpu < online(),
+        "start_on: CPU {cpu} is not a secondary CPU that was brought up"
+    );
     let mb = &MAILBOXES[cpu];
-    assert!(mb.state.load(Ordering::Acquire) == IDLE, "start_on: CPU {cpu} still has a job");
+    assert!(
+        mb.state.load(Ordering::Acquire) == IDLE,
+        "start_on: CPU {cpu} still has a job"
+    );
     mb.func.store(f as usize, Ordering::Relaxed);
     mb.arg.store(arg, Ordering::Relaxed);
     mb.state.store(PENDING, Ordering::Release);
     // cc 1 with "external call pending" is fine: one call wakes it.
     let (cc, status) = sigp(cpu, order::EXTERNAL_CALL, 0);
-    assert!(cc == CC_ACCEPTED || cc == CC_STATUS_STORED, "SIGP external call to CPU {cpu}: cc {cc} status {status:#x}");
+    assert!(
+        cc == CC_ACCEPTED || cc == CC_STATUS_STORED,
+        "SIGP external call to CPU {cpu}: cc {cc} status {status:#x}"
+    );
 }
 
 /// Waits until CPU `cpu`'s job has returned.
@@ -448,55 +494,35 @@ pub fn wait(cpu: usize, timeout_us: u64) {
     mb.state.store(IDLE, Ordering::Release);
 }
 
-/// A job run on several CPUs by [`on_cpus`].
+/// A job run on every CPU by [`on_all_cpus`].
 struct Job<'a, C> {
     ctx: &'a C,
-    work: fn(&C, usize) -> Result<(), &'static str>,
-    errors: SpinLock<[Option<&'static str>; MAX_CPUS]>,
+    work: fn(&C, usize),
 }
 
 fn trampoline<C: Sync>(arg: usize) {
-    // SAFETY: `on_cpus` passes the address of its `Job<C>` (with exactly
-    // this `C`, as it names `trampoline::<C>`), which it keeps alive until
-    // `wait` has seen this job return; `C: Sync` allows the shared access.
+    // SAFETY: 1. `on_all_cpus` passes the address of its `Job<C>` (with
+    // exactly this `C`, as it names `trampoline::<C>`); 2. it keeps the job
+    // alive until `wait` has seen this CPU return; 3. `C: Sync` allows the
+    // shared access from this CPU.
     let job = unsafe { &*(arg as *const Job<'_, C>) };
-    let cpu = cpu_index();
-    if let Err(e) = (job.work)(job.ctx, cpu) {
-        job.errors.lock()[cpu] = Some(e);
-    }
+    (job.work)(job.ctx, cpu_index());
 }
 
-/// Runs `work(ctx, cpu)` on CPUs `0..cpus` at once (CPU 0 is the caller)
-/// and waits for all of them. Returns the first failure by CPU index.
+/// Runs `work(ctx, cpu)` on every online CPU at once (CPU 0 is the
+/// caller) and waits for all of them.
 ///
 /// # Panics
-/// If `cpus` exceeds [`online`], or a CPU does not finish within
-/// `timeout_us`.
-///
-/// # Errors
-/// The CPU and the reason of the lowest-numbered CPU whose work failed.
-pub fn on_cpus<C: Sync>(
-    cpus: usize,
-    ctx: &C,
-    work: fn(&C, usize) -> Result<(), &'static str>,
-    timeout_us: u64,
-) -> Result<(), (usize, &'static str)> {
-    assert!(cpus >= 1 && cpus <= online(), "on_cpus: {cpus} CPUs, {} online", online());
-    let job = Job { ctx, work, errors: SpinLock::new([None; MAX_CPUS]) };
-    for cpu in 1..cpus {
+/// If a CPU does not finish within `timeout_us` (a hung job; the panic
+/// stops every CPU and names the running case).
+pub fn on_all_cpus<C: Sync>(ctx: &C, work: fn(&C, usize), timeout_us: u64) {
+    let job = Job { ctx, work };
+    for cpu in 1..online() {
         start_on(cpu, trampoline::<C>, &job as *const Job<'_, C> as usize);
     }
-    let mine = work(ctx, 0);
-    for cpu in 1..cpus {
+    work(ctx, 0);
+    for cpu in 1..online() {
         wait(cpu, timeout_us);
-    }
-    if let Err(e) = mine {
-        return Err((0, e));
-    }
-    let errors = job.errors.lock();
-    match errors.iter().enumerate().find_map(|(cpu, e)| e.map(|e| (cpu, e))) {
-        Some(first) => Err(first),
-        None => Ok(()),
     }
 }
 

@@ -56,7 +56,10 @@ fn write(offset: u64, val: u32) {
 pub(crate) fn init() {
     // SAFETY: the MSR exists on every x86-64 CPU.
     let base = unsafe { rdmsr(IA32_APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
-    assert_eq!(base, APIC_BASE, "the local APIC is not at its reset address");
+    assert_eq!(
+        base, APIC_BASE,
+        "the local APIC is not at its reset address"
+    );
     let pd = APIC_PD.addr() as *mut u64;
     let index = ((APIC_BASE >> 21) & 0x1ff) as usize;
     // present | writable | write-through | cache-disable | 2 MiB page;
@@ -67,7 +70,9 @@ pub(crate) fn init() {
     // cache it) starts pointing to it.
     unsafe {
         pd.add(index).write_volatile(leaf);
-        (BOOT_PDPT.addr() as *mut u64).add((APIC_BASE >> 30) as usize).write_volatile(APIC_PD.addr() | 0x3);
+        (BOOT_PDPT.addr() as *mut u64)
+            .add((APIC_BASE >> 30) as usize)
+            .write_volatile(APIC_PD.addr() | 0x3);
     }
     calibrate_tsc();
 }

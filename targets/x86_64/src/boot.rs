@@ -197,44 +197,60 @@ extern "C" fn rust_entry(start_info_pa: u32) -> ! {
     }
     // SAFETY: QEMU placed the start info in low RAM; checked above that it is
     // inside the identity map.
-    let (magic, version): (u32, u32) =
-        unsafe { (read_phys(info, start_info::OFF_MAGIC), read_phys(info, start_info::OFF_VERSION)) };
+    let (magic, version): (u32, u32) = unsafe {
+        (
+            read_phys(info, start_info::OFF_MAGIC),
+            read_phys(info, start_info::OFF_VERSION),
+        )
+    };
     if magic != start_info::MAGIC {
         fatal("bad hvm_start_info magic");
     }
     // SAFETY: the magic matched, so the structure is there.
     let cmdline_pa: u64 = unsafe { read_phys(info, start_info::OFF_CMDLINE) };
-    // SAFETY: we are alone on the boot CPU and `main` has not run yet.
+    // SAFETY: 1. we are alone on the boot CPU and `main` has not run yet;
+    // 2. `cmdline_pa` is the start info's command-line field.
     unsafe { store_cmdline(cmdline_pa) };
 
     if version < 1 {
         fatal("hvm_start_info has no memory map (version 0)");
     }
     // SAFETY: version >= 1 has the memory-map fields.
-    let (memmap, entries): (u64, u32) =
-        unsafe { (read_phys(info, start_info::OFF_MEMMAP), read_phys(info, start_info::OFF_MEMMAP_ENTRIES)) };
+    let (memmap, entries): (u64, u32) = unsafe {
+        (
+            read_phys(info, start_info::OFF_MEMMAP),
+            read_phys(info, start_info::OFF_MEMMAP_ENTRIES),
+        )
+    };
     let start = frames::FIRST_FRAME.max(kernel_end().next_multiple_of(frames::FRAME_SIZE));
     let mut end = None;
     for i in 0..entries as usize {
         let off = i * start_info::MEMMAP_ENTRY_SIZE;
         // SAFETY: QEMU's memory map has `entries` entries at `memmap`, in low RAM.
-        let (addr, size, kind): (u64, u64, u32) =
-            unsafe { (read_phys(memmap, off), read_phys(memmap, off + 8), read_phys(memmap, off + 16)) };
+        let (addr, size, kind): (u64, u64, u32) = unsafe {
+            (
+                read_phys(memmap, off),
+                read_phys(memmap, off + 8),
+                read_phys(memmap, off + 16),
+            )
+        };
         if kind == start_info::MEMMAP_RAM && addr <= start && start < addr + size {
             end = Some((addr + size).min(IDENTITY_MAP_END));
         }
     }
-    let Some(end) = end else { fatal("no RAM above 16 MiB: give QEMU more memory (-m 512M)") };
+    let Some(end) = end else {
+        fatal("no RAM above 16 MiB: give QEMU more memory (-m 512M)")
+    };
     // SAFETY: [start, end) is RAM above the kernel image, below the end of the
     // identity map, and nothing else uses it.
     unsafe { frames::init(start, end) };
 
     unsafe extern "Rust" {
         /// Defined by the kernel binary through `entry!`.
-        fn __harness_kernel_main(cmdline: &'static str) -> !;
+        fn __harness_kernel_main() -> !;
     }
     // SAFETY: `entry!` defines the symbol with exactly this signature.
-    unsafe { __harness_kernel_main(cmdline()) }
+    unsafe { __harness_kernel_main() }
 }
 
 fn kernel_end() -> u64 {
@@ -248,7 +264,8 @@ fn kernel_end() -> u64 {
 /// Copies the NUL-terminated command line into `CMDLINE_BUF`.
 ///
 /// # Safety
-/// Boot only (see [`BootCell::set`]); `pa` is 0 or QEMU's command line.
+/// 1. Boot only (see [`BootCell::set`]);
+/// 2. `pa` is 0 or QEMU's command line.
 unsafe fn store_cmdline(pa: u64) {
     if pa == 0 || pa >= IDENTITY_MAP_END {
         return;
@@ -256,7 +273,8 @@ unsafe fn store_cmdline(pa: u64) {
     let mut buf = [0u8; CMDLINE_MAX];
     let mut len = 0;
     while len < CMDLINE_MAX {
-        // SAFETY: the string is NUL-terminated in low RAM; we stop at NUL.
+        // SAFETY: condition 2: the string is NUL-terminated in low RAM; we
+        // stop at NUL.
         let b: u8 = unsafe { read_phys(pa, len) };
         if b == 0 {
             break;
@@ -269,7 +287,8 @@ unsafe fn store_cmdline(pa: u64) {
         Ok(s) => s.len(),
         Err(e) => e.valid_up_to(),
     };
-    // SAFETY: forwarded from the caller: boot only, no readers yet.
+    // SAFETY: `BootCell::set`'s one condition is this function's
+    // condition 1: boot only, no readers yet.
     unsafe {
         CMDLINE_BUF.set(buf);
         CMDLINE_LEN.set(len);
@@ -286,13 +305,17 @@ pub fn cmdline() -> &'static str {
 
 /// The value of `key=value` on the command line, if present.
 pub fn cmdline_option(key: &str) -> Option<&'static str> {
-    cmdline().split_whitespace().find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+    cmdline()
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// The test-name filter: the first command-line word that is not a
 /// `key=value` option. `None` runs every case.
 pub fn filter() -> Option<&'static str> {
-    cmdline().split_whitespace().find(|word| !word.contains('='))
+    cmdline()
+        .split_whitespace()
+        .find(|word| !word.contains('='))
 }
 
 /// The accelerator QEMU runs the kernel under, as the runner reports it

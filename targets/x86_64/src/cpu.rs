@@ -12,7 +12,9 @@ use core::arch::asm;
 /// what is there); port I/O cannot touch Rust-visible memory by itself.
 pub(crate) unsafe fn outb(port: u16, val: u8) {
     // SAFETY: the caller vouches for the device; `out` touches no memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Reads a byte from an I/O port.
@@ -22,7 +24,9 @@ pub(crate) unsafe fn outb(port: u16, val: u8) {
 pub(crate) unsafe fn inb(port: u16) -> u8 {
     let val: u8;
     // SAFETY: the caller vouches for the device; `in` touches no memory.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") val, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") val, options(nomem, nostack, preserves_flags))
+    }
     val
 }
 
@@ -74,7 +78,9 @@ pub(crate) unsafe fn wrmsr(msr: u32, val: u64) {
 pub(crate) unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller vouches for the register; reading has no effect.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
     (u64::from(hi) << 32) | u64::from(lo)
 }
 

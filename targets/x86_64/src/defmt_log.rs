@@ -85,7 +85,10 @@ struct Com2Logger;
 // `flush` run only between the two, as the trait requires of its callers.
 unsafe impl defmt::Logger for Com2Logger {
     fn acquire() {
-        while TAKEN.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while TAKEN
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             core::hint::spin_loop();
         }
         // SAFETY: we just took the lock; the reference ends with this call.

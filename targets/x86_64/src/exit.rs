@@ -7,6 +7,7 @@
 
 use core::panic::PanicInfo;
 
+use mmu_notifier_kernel_harness::FatalLine;
 use qemu_exit::QEMUExit;
 
 const IOBASE: u16 = 0xf4;
@@ -36,12 +37,16 @@ pub fn exit_failure() -> ! {
 fn panic(info: &PanicInfo<'_>) -> ! {
     // The lock-free path: the panic may have happened inside `println!`.
     // One line, so that it reads like the runner's other verdicts.
-    let msg = info.message();
-    match (crate::ktest::current_case(), info.location()) {
-        (Some(name), Some(at)) => crate::serial::emergency_print(format_args!("\nFAIL {name}: panicked at {at}: {msg}\n")),
-        (Some(name), None) => crate::serial::emergency_print(format_args!("\nFAIL {name}: panicked: {msg}\n")),
-        (None, Some(at)) => crate::serial::emergency_print(format_args!("\nkernel panicked at {at}: {msg}\n")),
-        (None, None) => crate::serial::emergency_print(format_args!("\nkernel panicked: {msg}\n")),
+    let (cpu, msg) = (crate::percpu::cpu_id(), info.message());
+    match info.location() {
+        Some(at) => print_fatal(FatalLine::new(cpu, format_args!("panicked at {at}: {msg}"))),
+        None => print_fatal(FatalLine::new(cpu, format_args!("panicked: {msg}"))),
     }
     exit_failure()
+}
+
+/// Prints a fatal line without the console lock (its holder may be the
+/// code that failed).
+pub(crate) fn print_fatal(line: FatalLine<'_>) {
+    crate::serial::emergency_print(format_args!("\n{line}\n"));
 }

@@ -7,7 +7,7 @@
 //! is also a pointer. Owns that range; the kernel image below 16 MiB is not
 //! part of it.
 
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 /// The size of a frame.
 pub const FRAME_SIZE: u64 = 4096;
@@ -25,7 +25,12 @@ struct Frames {
     in_use: usize,
 }
 
-static FRAMES: SpinLock<Frames> = SpinLock::new(Frames { next: 0, end: 0, free: 0, in_use: 0 });
+static FRAMES: SpinLock<Frames> = SpinLock::new(Frames {
+    next: 0,
+    end: 0,
+    free: 0,
+    in_use: 0,
+});
 
 /// Hands `[start, end)` to the allocator.
 ///
@@ -81,7 +86,10 @@ pub fn alloc_frame() -> Option<u64> {
 /// Takes fresh memory only (not the free list); frames skipped to reach the
 /// alignment go to the free list.
 pub fn alloc_frames_aligned(count: usize, align: u64) -> Option<u64> {
-    assert!(align.is_power_of_two() && align >= FRAME_SIZE, "bad alignment {align:#x}");
+    assert!(
+        align.is_power_of_two() && align >= FRAME_SIZE,
+        "bad alignment {align:#x}"
+    );
     let start = {
         let mut f = FRAMES.lock();
         let start = f.next.next_multiple_of(align);
@@ -110,15 +118,20 @@ pub fn alloc_frames_aligned(count: usize, align: u64) -> Option<u64> {
 /// Returns a frame to the allocator.
 ///
 /// # Safety
-/// `pa` must come from [`alloc_frame`] or [`alloc_frames_aligned`], must not
-/// be freed twice, and must no longer be in use: no references into it, no
-/// page-table entry mapping it, and no TLB (of any CPU or secondary MMU)
-/// still caching a translation to it.
+/// 1. `pa` comes from [`alloc_frame`] or [`alloc_frames_aligned`];
+/// 2. it is not freed twice;
+/// 3. it is no longer in use: no references into it, no page-table entry
+///    mapping it, and no TLB (of any CPU or secondary MMU) still caching a
+///    translation to it.
 pub unsafe fn free_frame(pa: u64) {
-    assert!(pa.is_multiple_of(FRAME_SIZE) && pa >= FIRST_FRAME, "free_frame({pa:#x}): not an allocated frame");
+    assert!(
+        pa.is_multiple_of(FRAME_SIZE) && pa >= FIRST_FRAME,
+        "free_frame({pa:#x}): not an allocated frame"
+    );
     let mut f = FRAMES.lock();
     assert!(pa < f.next, "free_frame({pa:#x}): never allocated");
-    // SAFETY: the caller hands the frame back: it is the allocator's now.
+    // SAFETY: the frame is one of ours (condition 1), handed back once (2)
+    // and used by nobody any more (3): its first word may hold the link.
     unsafe { (pa as *mut u64).write(f.free) };
     f.free = pa;
     f.in_use -= 1;

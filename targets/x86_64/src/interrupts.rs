@@ -23,7 +23,8 @@ use crate::cpu::read_cr2;
 use crate::paging::TEST_WINDOW;
 use crate::percpu::{self, PerCpu};
 use crate::sync::BootCell;
-use crate::{exit, ktest, serial, smp};
+use crate::{exit, serial, smp};
+use mmu_notifier_kernel_harness::FatalLine;
 
 const VECTOR_GP: u64 = 13;
 const VECTOR_PF: u64 = 14;
@@ -59,7 +60,13 @@ impl Fault {
 
 impl fmt::Debug for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {:#x} (error code {:#x})", vector_name(u64::from(self.vector)), self.addr, self.code)
+        write!(
+            f,
+            "{} at {:#x} (error code {:#x})",
+            vector_name(u64::from(self.vector)),
+            self.addr,
+            self.code
+        )
     }
 }
 
@@ -71,9 +78,38 @@ impl fmt::Display for Fault {
 
 fn vector_name(vector: u64) -> &'static str {
     const NAMES: [&str; 32] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "vector 9", "#TS", "#NP", "#SS", "#GP",
-        "#PF", "vector 15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "vector 22", "vector 23", "vector 24",
-        "vector 25", "vector 26", "vector 27", "#HV", "#VC", "#SX", "vector 31",
+        "#DE",
+        "#DB",
+        "NMI",
+        "#BP",
+        "#OF",
+        "#BR",
+        "#UD",
+        "#NM",
+        "#DF",
+        "vector 9",
+        "#TS",
+        "#NP",
+        "#SS",
+        "#GP",
+        "#PF",
+        "vector 15",
+        "#MF",
+        "#AC",
+        "#MC",
+        "#XM",
+        "#VE",
+        "#CP",
+        "vector 22",
+        "vector 23",
+        "vector 24",
+        "vector 25",
+        "vector 26",
+        "vector 27",
+        "#HV",
+        "#VC",
+        "#SX",
+        "vector 31",
     ];
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }
@@ -227,8 +263,15 @@ struct Gate {
 }
 
 impl Gate {
-    const MISSING: Gate =
-        Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+    const MISSING: Gate = Gate {
+        offset_low: 0,
+        selector: 0,
+        ist: 0,
+        attributes: 0,
+        offset_mid: 0,
+        offset_high: 0,
+        reserved: 0,
+    };
 
     fn interrupt(handler: u64) -> Gate {
         Gate {
@@ -283,7 +326,10 @@ pub(crate) fn init() {
 /// Loads the IDT on this CPU (the boot CPU in `init`, each secondary CPU
 /// in its entry). The table is shared: it never changes after `init`.
 pub(crate) fn load_idt() {
-    let ptr = DescriptorPointer { limit: (size_of::<Idt>() - 1) as u16, base: IDT.as_ptr() as u64 };
+    let ptr = DescriptorPointer {
+        limit: (size_of::<Idt>() - 1) as u16,
+        base: IDT.as_ptr() as u64,
+    };
     // SAFETY: the IDT is a static (lives forever) of valid gates whose stubs
     // follow the frame layout `handle_exception` expects.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) }
@@ -296,11 +342,20 @@ extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
         VECTOR_SPURIOUS => return,
         _ => {}
     }
-    let cr2 = if frame.vector == VECTOR_PF { read_cr2() } else { 0 };
+    let cr2 = if frame.vector == VECTOR_PF {
+        read_cr2()
+    } else {
+        0
+    };
     let me = percpu::this();
     let armed = me.probe_ip.load(SeqCst);
-    if armed != 0 && frame.rip == armed && (frame.vector == VECTOR_PF || frame.vector == VECTOR_GP) {
-        let addr = if frame.vector == VECTOR_PF { cr2 } else { me.probe_va.load(SeqCst) };
+    if armed != 0 && frame.rip == armed && (frame.vector == VECTOR_PF || frame.vector == VECTOR_GP)
+    {
+        let addr = if frame.vector == VECTOR_PF {
+            cr2
+        } else {
+            me.probe_va.load(SeqCst)
+        };
         me.fault_vector.store(frame.vector, SeqCst);
         me.fault_addr.store(addr, SeqCst);
         me.fault_code.store(frame.error_code, SeqCst);
@@ -315,12 +370,13 @@ extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
     let f = &*frame;
     let what = vector_name(f.vector);
     let cpu = percpu::cpu_id();
-    if let Some(name) = ktest::current_case() {
-        serial::emergency_print(format_args!(
-            "\nFAIL {name}: unexpected {what} on CPU {cpu} at rip {:#x} (error code {:#x}, cr2 {cr2:#x})\n",
+    exit::print_fatal(FatalLine::new(
+        cpu,
+        format_args!(
+            "unexpected {what} at rip {:#x} (error code {:#x}, cr2 {cr2:#x})",
             f.rip, f.error_code
-        ));
-    }
+        ),
+    ));
     serial::emergency_print(format_args!(
         "\nunexpected exception {what} (vector {}) on CPU {cpu}, error code {:#x}, cr2 {cr2:#x}\n\
          rip {:#018x} cs {:#x} rflags {:#x} rsp {:#018x} ss {:#x}\n\
@@ -328,8 +384,28 @@ extern "C" fn handle_exception(frame: &mut ExceptionFrame) {
          rsi {:#018x} rdi {:#018x} rbp {:#018x} r8  {:#018x}\n\
          r9  {:#018x} r10 {:#018x} r11 {:#018x} r12 {:#018x}\n\
          r13 {:#018x} r14 {:#018x} r15 {:#018x}\n",
-        f.vector, f.error_code, f.rip, f.cs, f.rflags, f.rsp, f.ss, f.rax, f.rbx, f.rcx, f.rdx, f.rsi, f.rdi,
-        f.rbp, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15
+        f.vector,
+        f.error_code,
+        f.rip,
+        f.cs,
+        f.rflags,
+        f.rsp,
+        f.ss,
+        f.rax,
+        f.rbx,
+        f.rcx,
+        f.rdx,
+        f.rsi,
+        f.rdi,
+        f.rbp,
+        f.r8,
+        f.r9,
+        f.r10,
+        f.r11,
+        f.r12,
+        f.r13,
+        f.r14,
+        f.r15
     ));
     exit::exit_failure()
 }
@@ -397,7 +473,10 @@ pub fn probe_read(va: u64) -> Result<u64, Fault> {
 /// # Errors
 /// The fault the write took.
 pub fn probe_write(va: u64, val: u64) -> Result<(), Fault> {
-    assert!(va >= TEST_WINDOW, "probe_write({va:#x}) outside the test window");
+    assert!(
+        va >= TEST_WINDOW,
+        "probe_write({va:#x}) outside the test window"
+    );
     let me = percpu::this();
     me.probe_va.store(va, SeqCst);
     me.faulted.store(false, SeqCst);

@@ -1,10 +1,12 @@
-//! The x86-64 bare-metal test-kernel harness.
+//! The x86-64 test kernels' library: booting and running cases on x86-64.
 //!
 //! Each kernel is a binary in `src/bin/` that links this library. The library
 //! boots through PVH (QEMU's `-kernel`), switches to long mode with an
 //! identity map of the first GiB of physical memory, and then offers the
-//! machine services tests need: a serial console, fault probes, a frame
-//! allocator, address-space switching, a test-case runner and QEMU exit codes.
+//! services tests need: a serial console, fault probes, a frame allocator,
+//! address-space switching and QEMU exit codes. Cases run through the
+//! harness every kernel shares (`mmu-notifier-kernel-harness`, re-exported
+//! here), with this kernel's hooks in [`platform`].
 //!
 //! # Memory layout
 //! - PML4 entry 0 (virtual `0..512 GiB`) belongs to the kernel: the first GiB
@@ -17,7 +19,7 @@
 //!   ([`activate_view`]): a harness-owned top-level table holding the
 //!   kernel's entry 0 and the tree's entries 1..=511, so the tree itself
 //!   never contains the kernel. [`machine::KernelMachine`] is the
-//!   conformance suite's `Machine` built that way.
+//!   conformance suite's `Machine` (and `Cpus`) built that way.
 //!
 //! # Writing a kernel
 //! ```ignore
@@ -27,7 +29,7 @@
 //!
 //! h::entry!(main);
 //!
-//! fn main(_cmdline: &'static str) -> ! {
+//! fn main() -> ! {
 //!     h::run_cases(h::cases![answer_is_42])
 //! }
 //!
@@ -63,10 +65,10 @@ mod defmt_log;
 mod exit;
 mod frames;
 mod interrupts;
-mod ktest;
 pub mod machine;
 mod paging;
 mod percpu;
+pub mod platform;
 pub mod serial;
 pub mod smp;
 mod sync;
@@ -74,30 +76,30 @@ mod sync;
 pub use apic::tsc_per_ms;
 pub use boot::{accel, cmdline, cmdline_option, filter, Accel};
 pub use cpu::rdtsc;
-pub use percpu::{cpu_id, MAX_CPUS};
 pub use exit::{exit_failure, exit_success, EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS};
 pub use frames::{alloc_frame, alloc_frames_aligned, frames_in_use, free_frame, FRAME_SIZE};
-pub use interrupts::{probe_read, probe_write, Fault, PF_INSTR, PF_PRESENT, PF_RESERVED, PF_USER, PF_WRITE};
-pub use ktest::{run_cases, Case, Outcome, Reason, Tally};
-pub use paging::{
-    activate, activate_view, current_root, deactivate, invlpg, kernel_root, pte, refresh_view, reload_cr3,
-    viewed_root, MapError, Pte, TestSpace, TEST_WINDOW, TEST_WINDOW_END,
+pub use interrupts::{
+    probe_read, probe_write, Fault, PF_INSTR, PF_PRESENT, PF_RESERVED, PF_USER, PF_WRITE,
 };
+pub use mmu_notifier_kernel_harness::{
+    cases, ensure, entry, fail, Case, Failure, Outcome, SpinLock,
+};
+pub use paging::{
+    activate, activate_view, current_root, deactivate, invlpg, kernel_root, pte, refresh_view,
+    reload_cr3, viewed_root, MapError, Pte, TestSpace, TEST_WINDOW, TEST_WINDOW_END,
+};
+pub use percpu::{cpu_id, MAX_CPUS};
+pub use platform::{Kernel, BUILD};
 
-/// Declares the kernel's entry point: `entry!(main)` where
-/// `fn main(cmdline: &'static str) -> !`.
-///
-/// The harness calls it after boot, with the command line QEMU got through
-/// `-append` (see [`cmdline`]). A kernel binary must use this macro exactly
-/// once; without it, linking fails with an undefined
-/// `__harness_kernel_main`.
-#[macro_export]
-macro_rules! entry {
-    ($main:path) => {
-        #[unsafe(no_mangle)]
-        fn __harness_kernel_main(cmdline: &'static str) -> ! {
-            let main: fn(&'static str) -> ! = $main;
-            main(cmdline)
-        }
-    };
+/// The harness's runner with this kernel's hooks.
+pub type Runner = mmu_notifier_kernel_harness::Runner<Kernel>;
+
+/// Runs the kernel's own cases (see [`cases!`]) and ends the run.
+pub fn run_cases(cases: impl IntoIterator<Item = Case<()>>) -> ! {
+    mmu_notifier_kernel_harness::run_cases::<Kernel>(cases)
+}
+
+/// Runs the conformance suite's demo on `m`, told in `words`, and ends the run.
+pub fn run_demo(m: &machine::KernelMachine, words: &mmu_notifier_conformance::demo::Words) -> ! {
+    mmu_notifier_kernel_harness::run_demo::<Kernel, _>(m, words)
 }

@@ -1,9 +1,10 @@
-//! The conformance suite's [`Machine`] on this kernel: the real x86-64 MMU
-//! (TLB included), [`mmu_notifier_x86::X86_64`] as the arch, and the
-//! harness's frame allocator, fault probes and address-space switching.
+//! The conformance suite's [`Machine`] and [`Cpus`] on this kernel: the
+//! real x86-64 MMU (TLB included), [`mmu_notifier_x86::X86_64`] as the
+//! arch, the kernel's frame allocator, fault probes and address-space
+//! switching, and its CPUs ([`smp`](crate::smp)).
 //!
-//! Used by the `conformance` kernel (which runs the shared suite on it) and
-//! by the `demo` kernel.
+//! Used by the `conformance` kernel (which runs the shared suite on it), by
+//! the `demo` kernel, and on every CPU by the `smp` kernel.
 //!
 //! # How a case's address space reaches CR3
 //! An [`AddressSpace`](mmu_notifier_core::AddressSpace) owns its whole
@@ -20,14 +21,18 @@
 //! kernel's address space before any table is freed, so the CPU never walks
 //! a freed table, even when a failing case drops an active address space.
 
-use mmu_notifier_conformance::{CpuFault, Machine};
-use mmu_notifier_core::{FrameAllocator, PhysAddr, VirtAddr};
+use core::fmt;
+
+use mmu_notifier_conformance::{CpuFault, Cpus, Machine};
+use mmu_notifier_core::{Level, PhysAddr, TableMemory, VirtAddr};
 use mmu_notifier_x86::X86_64;
 
 use crate::frames::{alloc_frame, alloc_frames_aligned, free_frame, FRAME_SIZE};
 use crate::interrupts::{probe_read, probe_write, Fault, PF_PRESENT, PF_WRITE};
-use crate::smp::SHOOTDOWN;
-use crate::paging::{activate_view, deactivate, kernel_root, current_root, refresh_view, viewed_root, TEST_WINDOW};
+use crate::paging::{
+    activate_view, current_root, deactivate, kernel_root, refresh_view, viewed_root, TEST_WINDOW,
+};
+use crate::smp::{self, SHOOTDOWN};
 
 /// Page-fault vector.
 const VECTOR_PF: u8 = 14;
@@ -37,12 +42,19 @@ const VECTOR_PF: u8 = 14;
 #[derive(Debug, Default)]
 pub struct KernelFrames;
 
-// SAFETY: `alloc_frame` hands out zeroed 4 KiB frames, 4 KiB-aligned (so
-// aligned to any `bytes` up to 4096, the only sizes accepted), in the
-// identity map (reachable through `X86_64::identity()`'s `phys_to_virt`),
-// used by nobody else until `free_frame`. The allocator is a spin lock, so
-// `Sync`.
-unsafe impl FrameAllocator for KernelFrames {
+// SAFETY: 1. `alloc_frame` hands out zeroed 4 KiB frames, 4 KiB-aligned
+// (so aligned to any `bytes` up to 4096, the only sizes accepted), used by
+// nobody else until `free_frame`; 2. they lie in the identity map of the
+// first GiB, so a frame's physical address is also its address, readable
+// and writable for the kernel's lifetime; 3. the identity map is what the
+// MMU walks, so an entry pointing there makes the walker read the same
+// bytes. The allocator is a spin lock, so `Sync`.
+unsafe impl TableMemory for KernelFrames {
+    fn phys_to_virt(&self, pa: PhysAddr) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::new(core::ptr::with_exposed_provenance_mut(pa.0 as usize))
+            .expect("frames come from above 16 MiB, never address 0")
+    }
+
     fn alloc_table(&self, bytes: usize) -> Option<PhysAddr> {
         if !bytes.is_power_of_two() || bytes as u64 > FRAME_SIZE {
             return None;
@@ -62,11 +74,11 @@ unsafe impl FrameAllocator for KernelFrames {
         if viewed_root().is_some() {
             deactivate();
         }
-        // SAFETY: `pa` came from `alloc_table`, i.e. `alloc_frame`; the core
-        // unlinked it (no entry of its tree refers to it) and the CPU no
-        // longer walks that tree (above). The view's stale copy of a
-        // top-level entry is not walked and is rewritten by the next
-        // `activate_view`.
+        // SAFETY: 1. `pa` came from `alloc_table`, i.e. `alloc_frame`; 2. the
+        // core frees a table once; 3. it unlinked it (no entry of its tree
+        // refers to it) and the CPU no longer walks that tree (above). The
+        // view's stale copy of a top-level entry is not walked and is
+        // rewritten by the next `activate_view`.
         unsafe { free_frame(pa.0) }
     }
 }
@@ -84,7 +96,10 @@ pub struct KernelMachine {
 impl KernelMachine {
     /// The machine: tables in the identity map, the harness's frames.
     pub const fn new() -> Self {
-        Self { arch: X86_64::with_shootdown(0, &SHOOTDOWN), frames: KernelFrames }
+        Self {
+            arch: X86_64::with_shootdown(&SHOOTDOWN),
+            frames: KernelFrames,
+        }
     }
 }
 
@@ -108,6 +123,7 @@ pub fn cpu_fault(f: Fault) -> CpuFault {
 impl Machine for KernelMachine {
     type Arch = X86_64;
     type Frames = KernelFrames;
+    type Kernel = crate::platform::Kernel;
 
     fn arch(&self) -> &X86_64 {
         &self.arch
@@ -126,10 +142,10 @@ impl Machine for KernelMachine {
     }
 
     fn free_frame(&self, frame: PhysAddr) {
-        // SAFETY: the suite frees only data frames it got from
-        // `alloc_frame`/`alloc_contiguous`, once, after the core handed them
-        // back (`Reusable`: unmapped, TLB flushed, secondaries told) or after
-        // teardown. (A deliberately broken build skips that flush: then a
+        // SAFETY: the suite frees only data frames 1. it got from
+        // `alloc_frame`/`alloc_contiguous`, 2. once, 3. after the core handed
+        // them back (`Reusable`: unmapped, TLB flushed, secondaries told) or
+        // after teardown. (A deliberately broken build skips that flush: then a
         // stale TLB entry may still reach the frame, which is what the
         // suite detects; frames are plain RAM, so that is no memory-safety
         // issue for the kernel, which reads them only through probes.)
@@ -145,9 +161,12 @@ impl Machine for KernelMachine {
     }
 
     unsafe fn activate(&self, root: PhysAddr) {
-        // SAFETY: the caller keeps the tree live until `deactivate`; its
-        // tables come from `KernelFrames`, its leaves map data frames no Rust
-        // reference covers; `free_table` leaves the view before a table goes.
+        // SAFETY: 1. `root` is the root of an address space on `X86_64` and
+        // `KernelFrames` (the caller's condition 1): a 4 KiB frame below
+        // 1 GiB whose entries are that arch's valid tables; 2. its leaves
+        // map data frames, which no Rust reference covers; 3. the caller
+        // keeps the tree live until `deactivate` (its condition 2), and
+        // `free_table` leaves the view before any table goes.
         unsafe { activate_view(root.0) }
     }
 
@@ -171,7 +190,36 @@ impl Machine for KernelMachine {
         VirtAddr(TEST_WINDOW)
     }
 
-    fn huge_level(&self) -> Option<usize> {
-        Some(X86_64::PD)
+    fn huge_level(&self) -> Result<Level<X86_64>, &'static str> {
+        Ok(X86_64::PD)
+    }
+
+    fn log(&self, line: fmt::Arguments<'_>) {
+        crate::println!("{line}");
+    }
+}
+
+impl Cpus for KernelMachine {
+    fn count(&self) -> usize {
+        smp::cpus()
+    }
+
+    fn run_on_each(&self, work: &(dyn Fn(usize) + Sync)) {
+        smp::on_all_cpus(&work, |work, cpu| work(cpu));
+        // The other CPUs left their test address spaces in the mailbox loop.
+        self.deactivate();
+    }
+
+    fn now_us(&self) -> u64 {
+        crate::rdtsc() / (crate::tsc_per_ms() / 1000).max(1)
+    }
+}
+
+/// A [`CpuFault`] in x86 words, for the demo.
+pub fn fault_name(f: CpuFault) -> &'static str {
+    match f {
+        CpuFault::NotMapped => "page fault (not present)",
+        CpuFault::Protection => "page fault (protection)",
+        CpuFault::Other(_) => "fault (vector << 32 | error code)",
     }
 }

@@ -63,27 +63,33 @@ pub fn current_root() -> u64 {
 /// also flushes every non-global TLB entry.
 ///
 /// # Safety
-/// - `root_pa` is a 4 KiB-aligned top-level table below 1 GiB, that nothing
-///   but page tables uses, and whose entries 1..=511 are zero or point to
-///   valid page tables.
-/// - Every mapping in those entries points at memory no Rust reference
-///   covers (frames from [`alloc_frame`] set aside for the test, MMIO), so
-///   that writes through the test window cannot break Rust's aliasing rules.
-/// - The tables stay valid, and their frames are not freed, while the root
-///   is active: switch back with [`deactivate`] first.
+/// 1. `root_pa` is a 4 KiB-aligned top-level table below 1 GiB, that
+///    nothing but page tables uses, and whose entries 1..=511 are zero or
+///    point to valid page tables.
+/// 2. Every mapping in those entries points at memory no Rust reference
+///    covers (frames from [`alloc_frame`] set aside for the test, MMIO), so
+///    that writes through the test window cannot break Rust's aliasing
+///    rules.
+/// 3. The tables stay valid, and their frames are not freed, while the
+///    root is active: switch back with [`deactivate`] first.
 pub unsafe fn activate(root_pa: u64) {
-    assert!(root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END, "activate({root_pa:#x}): bad root");
+    assert!(
+        root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END,
+        "activate({root_pa:#x}): bad root"
+    );
     // SAFETY: the kernel's PML4 is a live static table; entry 0 never changes
     // after boot. Volatile: the CPU may set its A bit at any time.
     let kernel_entry = unsafe { (kernel_root() as *const u64).read_volatile() };
-    // SAFETY: the caller gives us the table (aligned, identity-mapped).
+    // SAFETY: the caller gives us the table (condition 1: aligned,
+    // identity-mapped, only page tables use it).
     unsafe { (root_pa as *mut u64).write_volatile(kernel_entry) };
     // Published before the CR3 load (a shootdown that misses it happened
     // before it, and this CPU then walks the changed entries).
     let active = if root_pa == kernel_root() { 0 } else { root_pa };
     percpu::this().active_root.store(active, Ordering::SeqCst);
-    // SAFETY: entry 0 now maps the kernel exactly as before; the rest is the
-    // caller's contract.
+    // SAFETY: entry 0 now maps the kernel exactly as before; entries
+    // 1..=511 are valid tables (condition 1) mapping only memory no
+    // reference covers (2), and stay valid while active (3).
     unsafe { write_cr3(root_pa) };
 }
 
@@ -121,12 +127,17 @@ fn my_view() -> u64 {
 /// [`refresh_view`].
 ///
 /// # Safety
-/// As for [`activate`]: `root_pa` is a 4 KiB-aligned top-level table below
-/// 1 GiB whose entries 1..=511 are zero or point to valid page tables, which
-/// map only memory no Rust reference covers, and no table of the tree is
-/// freed while the view is active (switch away with [`deactivate`] first).
+/// As for [`activate`]:
+/// 1. `root_pa` is a 4 KiB-aligned top-level table below 1 GiB whose
+///    entries 1..=511 are zero or point to valid page tables;
+/// 2. which map only memory no Rust reference covers;
+/// 3. and no table of the tree is freed while the view is active (switch
+///    away with [`deactivate`] first).
 pub unsafe fn activate_view(root_pa: u64) {
-    assert!(root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END, "activate_view({root_pa:#x}): bad root");
+    assert!(
+        root_pa.is_multiple_of(FRAME_SIZE) && root_pa < IDENTITY_MAP_END,
+        "activate_view({root_pa:#x}): bad root"
+    );
     let view = my_view();
     if current_root() == view {
         // Never rewrite the table the CPU is walking: switch away first.
@@ -139,8 +150,10 @@ pub unsafe fn activate_view(root_pa: u64) {
         // bits in the caller's entries.
         unsafe { entry(view, i).write_volatile(entry(root_pa, i).read_volatile()) };
     }
-    // SAFETY: the view's entries 1..=511 are the caller's (contract above);
-    // entry 0 is written by `activate`.
+    // SAFETY: 1. the view is our static top-level table, below 1 GiB, whose
+    // entries 1..=511 are the caller's valid ones (condition 1; entry 0 is
+    // written by `activate`); 2. they map what the caller's do (2); 3. they
+    // stay valid while active (3).
     unsafe { activate(view) }
 }
 
@@ -153,13 +166,20 @@ pub unsafe fn activate_view(root_pa: u64) {
 /// Call it before a CPU access, so the access sees the tree as it is now.
 /// The lower levels need no refresh: they are the tree's own tables.
 pub fn refresh_view() -> bool {
-    let Some(source) = viewed_root() else { return false };
+    let Some(source) = viewed_root() else {
+        return false;
+    };
     let view = my_view();
     let (mut changed, mut flush) = (false, false);
     for i in 1..512 {
         // SAFETY: the view is active, so its tree is live (contract of
         // `activate_view`); both are top-level tables.
-        let (now, seen) = unsafe { (entry(source, i).read_volatile(), entry(view, i).read_volatile()) };
+        let (now, seen) = unsafe {
+            (
+                entry(source, i).read_volatile(),
+                entry(view, i).read_volatile(),
+            )
+        };
         // The CPU may have set the A bit in the view's copy.
         if now & !pte::ACCESSED != seen & !pte::ACCESSED {
             // SAFETY: as above; `now` is an entry of the tree, whose tables
@@ -213,9 +233,9 @@ pub enum MapError {
     AlreadyMapped,
 }
 
-impl From<MapError> for crate::Reason {
+impl From<MapError> for crate::Failure {
     fn from(e: MapError) -> Self {
-        crate::Reason::new(format_args!("map_4k: {e:?}"))
+        crate::Failure::new(format_args!("map_4k: {e:?}"))
     }
 }
 
@@ -330,7 +350,10 @@ impl TestSpace {
         }
         // SAFETY: our table; the frame is the caller's contract.
         unsafe { leaf.write_volatile(pa | flags) };
-        Ok(Pte { ptr: leaf, _space: PhantomData })
+        Ok(Pte {
+            ptr: leaf,
+            _space: PhantomData,
+        })
     }
 
     /// The leaf entry for the page at `va`, if the tables down to it exist.
@@ -348,14 +371,17 @@ impl TestSpace {
             table = val & pte::ADDR_MASK;
         }
         // SAFETY: `table` is our page table.
-        Some(Pte { ptr: unsafe { entry(table, index(va, 0)) }, _space: PhantomData })
+        Some(Pte {
+            ptr: unsafe { entry(table, index(va, 0)) },
+            _space: PhantomData,
+        })
     }
 
     /// Makes this the current address space (see [`activate`]).
     pub fn activate(&self) {
-        // SAFETY: the root is ours, its test-window entries were made by
-        // `map_4k` (whose contract covers the frames), and `Drop` switches
-        // away before freeing the tables.
+        // SAFETY: 1. the root is our table, its test-window entries made by
+        // `map_4k`; 2. whose contract covers the frames they map; 3. `Drop`
+        // switches away before freeing the tables.
         unsafe { activate(self.root) }
     }
 
@@ -381,7 +407,8 @@ impl TestSpace {
             }
         }
         // Level 0 tables hold leaves: the frames they map are the caller's.
-        // SAFETY: allocated by `map_4k`, unreachable now.
+        // SAFETY: 1. allocated by `map_4k` with `alloc_frame`; 2. freed once,
+        // as its parent entry is; 3. unreachable now (the space is inactive).
         unsafe { free_frame(table) };
     }
 }
@@ -401,7 +428,8 @@ impl Drop for TestSpace {
                 unsafe { Self::free_table(val & pte::ADDR_MASK, 2) };
             }
         }
-        // SAFETY: the root came from `alloc_frame` and is no longer active.
+        // SAFETY: 1. the root came from `alloc_frame`; 2. `drop` runs once;
+        // 3. the space is no longer active and its tables are gone.
         unsafe { free_frame(self.root) };
     }
 }

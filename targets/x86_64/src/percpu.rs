@@ -102,7 +102,9 @@ pub fn cpu_id() -> usize {
     let index: u64;
     // SAFETY: `init_this_cpu` pointed GS at this CPU's slot, whose first
     // field is the index (written once, at compile time).
-    unsafe { core::arch::asm!("mov {}, qword ptr gs:[0]", out(reg) index, options(nostack, preserves_flags, readonly)) };
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr gs:[0]", out(reg) index, options(nostack, preserves_flags, readonly))
+    };
     index as usize
 }
 

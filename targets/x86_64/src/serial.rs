@@ -7,7 +7,7 @@
 use core::fmt::{self, Write};
 
 use crate::cpu::{inb, outb};
-use crate::sync::SpinLock;
+use mmu_notifier_kernel_harness::SpinLock;
 
 const COM1: u16 = 0x3f8;
 /// Line status register; bit 5 is "transmit holding register empty".

@@ -173,9 +173,14 @@ fn in_copy(sym: *const u8) -> *mut u64 {
 /// else uses the APs; on a 1-CPU machine it only enables the APIC and
 /// interrupts.
 pub fn start() -> usize {
-    assert!(!STARTED.swap(true, Ordering::SeqCst), "smp::start called twice");
+    assert!(
+        !STARTED.swap(true, Ordering::SeqCst),
+        "smp::start called twice"
+    );
     assert_eq!(percpu::cpu_id(), 0, "smp::start runs on the boot CPU");
-    let wanted = boot::cmdline_option("smp").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1);
+    let wanted = boot::cmdline_option("smp")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(1);
     if wanted > MAX_CPUS {
         println!("smp: {wanted} CPUs asked for, the harness runs at most {MAX_CPUS}");
     }
@@ -206,7 +211,9 @@ pub fn start() -> usize {
     for cpu in 1..wanted {
         let apic_id = bsp_apic + cpu as u32;
         let stack_top = AP_STACKS.0.get() as u64 + ((cpu + 1) * AP_STACK_SIZE) as u64;
-        percpu::slot(cpu).apic_id.store(u64::from(apic_id), Ordering::Relaxed);
+        percpu::slot(cpu)
+            .apic_id
+            .store(u64::from(apic_id), Ordering::Relaxed);
         CHECKED_IN.store(false, Ordering::SeqCst);
         // SAFETY: the trampoline copy is ours; the previous AP checked in
         // (or was given up on), so nobody reads these parameters now.
@@ -253,7 +260,10 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
     apic::enable_this_cpu();
     let me = percpu::this();
     if u64::from(apic::id()) != me.apic_id.load(Ordering::Relaxed) {
-        serial::emergency_print(format_args!("smp: CPU {cpu} woke with an unexpected APIC ID {}\n", apic::id()));
+        serial::emergency_print(format_args!(
+            "smp: CPU {cpu} woke with an unexpected APIC ID {}\n",
+            apic::id()
+        ));
         exit::exit_failure();
     }
     ONLINE.fetch_add(1, Ordering::SeqCst);
@@ -266,7 +276,11 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
             // Idle: sleep until `on_all_cpus` (or a shootdown) wakes us.
             // SAFETY: IDT loaded, PIC masked; `on_all_cpus` sends a wake
             // IPI after posting a job.
-            unsafe { cpu::halt_until(|| me.job_seq.load(Ordering::Acquire) != me.done_seq.load(Ordering::Relaxed)) };
+            unsafe {
+                cpu::halt_until(|| {
+                    me.job_seq.load(Ordering::Acquire) != me.done_seq.load(Ordering::Relaxed)
+                })
+            };
             continue;
         }
         let call = me.job_call.load(Ordering::Relaxed);
@@ -274,7 +288,13 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
         let call: Thunk = unsafe { core::mem::transmute::<usize, Thunk>(call) };
         // SAFETY: `post`'s contract: the context and work are valid until
         // `done_seq` reaches `seq`.
-        unsafe { call(me.job_ctx.load(Ordering::Relaxed), me.job_work.load(Ordering::Relaxed), cpu) };
+        unsafe {
+            call(
+                me.job_ctx.load(Ordering::Relaxed),
+                me.job_work.load(Ordering::Relaxed),
+                cpu,
+            )
+        };
         if paging::current_root() != paging::kernel_root() {
             paging::deactivate();
         }
@@ -285,11 +305,12 @@ extern "C" fn ap_entry(cpu: u64) -> ! {
 type Thunk = unsafe fn(usize, *mut (), usize);
 
 /// # Safety
-/// `ctx` points to a live `T`, `work` is a `fn(&T, usize)`.
+/// 1. `ctx` points to a live `T`;
+/// 2. `work` was made from a `fn(&T, usize)`.
 unsafe fn thunk<T: Sync>(ctx: usize, work: *mut (), cpu: usize) {
-    // SAFETY: caller contract: `work` was made from a `fn(&T, usize)`.
+    // SAFETY: condition 2: `work` was made from a `fn(&T, usize)`.
     let work = unsafe { core::mem::transmute::<*mut (), fn(&T, usize)>(work) };
-    // SAFETY: caller contract: `ctx` points to a live `T`, shared (`Sync`).
+    // SAFETY: condition 1: `ctx` points to a live `T`, shared (`Sync`).
     work(unsafe { &*(ctx as *const T) }, cpu);
 }
 
@@ -304,8 +325,10 @@ pub fn on_all_cpus<T: Sync>(ctx: &T, work: fn(&T, usize)) {
     for (cpu, seq) in seqs.iter_mut().enumerate().take(n).skip(1) {
         let slot = percpu::slot(cpu);
         *seq = slot.job_seq.load(Ordering::Relaxed) + 1;
-        slot.job_call.store(thunk::<T> as Thunk as usize, Ordering::Relaxed);
-        slot.job_ctx.store(core::ptr::from_ref(ctx) as usize, Ordering::Relaxed);
+        slot.job_call
+            .store(thunk::<T> as Thunk as usize, Ordering::Relaxed);
+        slot.job_ctx
+            .store(core::ptr::from_ref(ctx) as usize, Ordering::Relaxed);
         slot.job_work.store(work as *mut (), Ordering::Relaxed);
         slot.job_seq.store(*seq, Ordering::Release);
         wake(cpu);
@@ -320,7 +343,10 @@ pub fn on_all_cpus<T: Sync>(ctx: &T, work: fn(&T, usize)) {
 
 /// Sends CPU `cpu` the wake IPI.
 fn wake(cpu: usize) {
-    apic::send_ipi(percpu::slot(cpu).apic_id.load(Ordering::Relaxed) as u32, ICR_FIXED | VECTOR_WAKE as u32);
+    apic::send_ipi(
+        percpu::slot(cpu).apic_id.load(Ordering::Relaxed) as u32,
+        ICR_FIXED | VECTOR_WAKE as u32,
+    );
 }
 
 /// The harness's TLB shootdown (see the module docs).
@@ -333,11 +359,17 @@ pub struct IpiShootdown {
 }
 
 const FLUSH_ALL: u64 = u64::MAX;
+/// A request for a full memory barrier only (the notifier core's grace
+/// period, see `platform`): not a valid address to flush either.
+const BARRIER: u64 = u64::MAX - 1;
 
 /// The one shootdown of the machine; `machine::KernelMachine` builds its
 /// arch with it.
-pub static SHOOTDOWN: IpiShootdown =
-    IpiShootdown { busy: AtomicBool::new(false), request: AtomicU64::new(0), initiator: AtomicUsize::new(0) };
+pub static SHOOTDOWN: IpiShootdown = IpiShootdown {
+    busy: AtomicBool::new(false),
+    request: AtomicU64::new(0),
+    initiator: AtomicUsize::new(0),
+};
 
 /// How many shootdown IPIs were sent (for the report).
 static IPIS_SENT: AtomicU64 = AtomicU64::new(0);
@@ -358,6 +390,7 @@ impl IpiShootdown {
             if me.flush_pending.load(Ordering::Acquire) {
                 match self.request.load(Ordering::Relaxed) {
                     FLUSH_ALL => paging::reload_cr3(),
+                    BARRIER => fence(Ordering::SeqCst),
                     va => paging::invlpg(va),
                 }
                 // Read before the acknowledgement: afterwards another
@@ -370,26 +403,33 @@ impl IpiShootdown {
     }
 }
 
-impl TlbShootdown for IpiShootdown {
-    fn flush_remote(&self, va: Option<VirtAddr>) {
+impl IpiShootdown {
+    /// Asks every other online CPU to serve `request` (an address to flush,
+    /// [`FLUSH_ALL`] or [`BARRIER`]) and waits until each has. A flush skips
+    /// CPUs that run no test address space; a barrier reaches every one.
+    fn request_remote(&self, request: u64) {
         if cpus() <= 1 {
             return;
         }
-        // The entry change we follow must be visible before we read which
-        // CPUs run a test address space: a CPU that switches to one after
-        // this walks the new entry.
+        // The entry change (or the list change) we follow must be visible
+        // before we read which CPUs to ask: a CPU that switches to a test
+        // address space after this walks the new entry.
         fence(Ordering::SeqCst);
-        while self.busy.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        while self
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             self.serve();
             core::hint::spin_loop();
         }
-        self.request.store(va.map_or(FLUSH_ALL, |v| v.0), Ordering::Relaxed);
+        self.request.store(request, Ordering::Relaxed);
         let me = percpu::cpu_id();
         self.initiator.store(me, Ordering::Relaxed);
         let mut targets = 0u32;
         for cpu in (0..MAX_CPUS).filter(|&c| c != me && percpu::is_online(c)) {
             let slot = percpu::slot(cpu);
-            if slot.active_root.load(Ordering::SeqCst) != 0 {
+            if request == BARRIER || slot.active_root.load(Ordering::SeqCst) != 0 {
                 slot.flush_pending.store(true, Ordering::Release);
                 targets |= 1 << cpu;
             }
@@ -423,6 +463,28 @@ impl TlbShootdown for IpiShootdown {
             }
         }
         self.busy.store(false, Ordering::Release);
+    }
+}
+
+// SAFETY: 1. `flush_remote` asks every other online CPU that runs a test
+// address space (`active_root`) to run `invlpg` (CR3 reload for `None`)
+// and waits for each acknowledgement; 2. it reads `active_root` after a
+// full fence; 3. it takes no lock but `busy`, which it polls while serving
+// requests for itself; 4. CPUs spin with interrupts enabled or serve
+// pending requests (`serve`) in every wait, and an initiator waiting for
+// `busy` serves too.
+unsafe impl TlbShootdown for IpiShootdown {
+    fn flush_remote(&self, va: Option<VirtAddr>) {
+        self.request_remote(va.map_or(FLUSH_ALL, |v| v.0));
+    }
+}
+
+impl IpiShootdown {
+    /// A full memory barrier on every other online CPU: each executes
+    /// `mfence` in its IPI handler before it acknowledges (what the core's
+    /// grace period needs so that readers fence nothing).
+    pub fn barrier_remote(&self) {
+        self.request_remote(BARRIER);
     }
 }
 

@@ -1,4 +1,6 @@
-//! The cases: one behaviour each, named after it.
+//! The cases on one CPU: one behaviour each, named after it; and the
+//! fixtures every case uses ([`new_space`], [`va`], [`pages`], ...), also
+//! for a kernel's own cases.
 
 use core::pin::pin;
 
@@ -8,65 +10,24 @@ use mmu_notifier_core::{
 };
 
 use crate::shadow::{Call, ShadowMmu, Style, LOG};
-use crate::{ensure, Case, CpuFault, Machine, Outcome};
-
-/// Every case, in the order the kernels print them.
-pub fn all<M: Machine>() -> [Case<M>; 14] {
-    fn always<M: Machine>(_: &M) -> bool {
-        true
-    }
-    fn has_huge<M: Machine>(m: &M) -> bool {
-        m.huge_level().is_some()
-    }
-    macro_rules! case {
-        ($name:ident) => {
-            Case {
-                name: stringify!($name),
-                run: $name::<M>,
-                applies: always::<M>,
-            }
-        };
-        ($name:ident if $applies:ident) => {
-            Case {
-                name: stringify!($name),
-                run: $name::<M>,
-                applies: $applies::<M>,
-            }
-        };
-    }
-    [
-        case!(zap_faults_on_cpu_and_invalidates_secondary_before_frame_reuse),
-        case!(zap_calls_invalidate_page_per_page_inside_one_range_pair),
-        case!(ptep_clear_flush_young_reports_cpu_access),
-        case!(ptep_clear_flush_young_reports_secondary_access),
-        case!(fork_cow_write_protects_parent_and_invalidates_its_range),
-        case!(fork_of_shared_mapping_calls_no_notifier),
-        case!(mprotect_read_only_faults_writes_and_invalidates_range),
-        case!(remap_pfn_range_maps_frames_and_invalidates_range),
-        case!(huge_unmap_faults_and_invalidates_each_huge_entry if has_huge),
-        case!(teardown_releases_secondaries_before_any_frame_is_freed),
-        case!(unregistered_notifier_is_not_called),
-        case!(range_style_secondary_stays_coherent_through_every_call_site),
-        case!(bad_input_is_refused_and_changes_nothing),
-        case!(operations_after_teardown_are_refused),
-    ]
-}
+use crate::{ensure, fail, CpuFault, Machine, Outcome};
 
 /// The address space a case builds on machine `M`.
-pub(crate) type Space<'m, M> = AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames>;
+pub type Space<'m, M> =
+    AddressSpace<'m, <M as Machine>::Arch, <M as Machine>::Frames, <M as Machine>::Kernel>;
 
 /// The arch's base page size.
-pub(crate) fn page<M: Machine>() -> u64 {
+pub fn page<M: Machine>() -> u64 {
     <M::Arch as Arch>::PAGE_SIZE
 }
 
 /// The address of page `page_index` of the test window.
-pub(crate) fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
+pub fn va<M: Machine>(m: &M, page_index: u64) -> VirtAddr {
     VirtAddr(m.test_base().0 + page_index * page::<M>())
 }
 
 /// `count` pages of the test window from page `first`.
-pub(crate) fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
+pub fn pages<M: Machine>(m: &M, first: u64, count: u64) -> PageRange {
     PageRange::from_pages(va(m, first), count, page::<M>()).expect("test ranges are valid")
 }
 
@@ -75,8 +36,11 @@ fn marker(i: u64) -> u64 {
 }
 
 /// A fresh address space on `m`'s arch and frames.
-pub(crate) fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failure> {
-    match AddressSpace::new(m.arch(), m.frames()) {
+///
+/// # Errors
+/// The core could not create one (no frame for the root table).
+pub fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failure> {
+    match AddressSpace::for_kernel(m.arch(), m.frames()) {
         Ok(mm) => Ok(mm),
         Err(e) => Err(crate::Failure::new(format_args!(
             "cannot create an address space: {e}"
@@ -89,12 +53,12 @@ pub(crate) fn new_space<M: Machine>(m: &M) -> Result<Space<'_, M>, crate::Failur
 fn map_pages<M: Machine>(m: &M, mm: &Space<'_, M>, first: u64, count: u64, prot: Prot) -> Outcome {
     for i in first..first + count {
         let Some(frame) = m.alloc_frame() else {
-            return Err(crate::Failure::new(format_args!("out of frames")));
+            fail!("out of frames");
         };
         m.write_phys(frame, marker(i));
         if let Err(e) = mm.map(va(m, i), frame, prot) {
             m.free_frame(frame);
-            return Err(crate::Failure::new(format_args!("map page {i}: {e}")));
+            fail!("map page {i}: {e}");
         }
     }
     // SAFETY: `mm` outlives every use of the CPU in the case: cases
@@ -133,15 +97,13 @@ fn fault_in_all<M: Machine>(
     Ok(())
 }
 
-fn coherent<A: Arch, F: mmu_notifier_core::TableMemory>(
+fn coherent<A: Arch, F: mmu_notifier_core::TableMemory, K: mmu_notifier_core::Kernel>(
     shadow: &ShadowMmu,
-    mm: &AddressSpace<'_, A, F>,
+    mm: &AddressSpace<'_, A, F, K>,
     after: &str,
 ) -> Outcome {
-    if let Err((va, cached, primary)) = shadow.check_coherent(mm) {
-        return Err(crate::Failure::new(format_args!(
-            "secondary MMU stale after {after}: {va} -> {cached} but primary has {primary:?}"
-        )));
+    if let Err(stale) = shadow.check_coherent(mm) {
+        fail!("secondary MMU stale after {after}: {stale}");
     }
     Ok(())
 }
@@ -155,14 +117,17 @@ pub(crate) fn finish<M: Machine>(m: &M, mm: &Space<'_, M>) -> Outcome {
 }
 
 fn log(shadow: &ShadowMmu) -> ([Option<Call>; LOG], usize) {
-    let mut calls = [None; LOG];
-    let n = shadow.calls(&mut calls);
-    (calls, n)
+    shadow.calls()
 }
 
-fn zap_faults_on_cpu_and_invalidates_secondary_before_frame_reuse<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn zap_faults_on_cpu_and_invalidates_secondary_before_frame_reuse<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -209,9 +174,14 @@ fn zap_faults_on_cpu_and_invalidates_secondary_before_frame_reuse<M: Machine>(m:
     finish(m, &mm)
 }
 
-fn zap_calls_invalidate_page_per_page_inside_one_range_pair<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn zap_calls_invalidate_page_per_page_inside_one_range_pair<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -249,9 +219,12 @@ fn zap_calls_invalidate_page_per_page_inside_one_range_pair<M: Machine>(m: &M) -
     finish(m, &mm)
 }
 
-fn ptep_clear_flush_young_reports_cpu_access<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn ptep_clear_flush_young_reports_cpu_access<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -278,9 +251,12 @@ fn ptep_clear_flush_young_reports_cpu_access<M: Machine>(m: &M) -> Outcome {
     finish(m, &mm)
 }
 
-fn ptep_clear_flush_young_reports_secondary_access<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn ptep_clear_flush_young_reports_secondary_access<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -309,10 +285,15 @@ fn ptep_clear_flush_young_reports_secondary_access<M: Machine>(m: &M) -> Outcome
     finish(m, &mm)
 }
 
-fn fork_cow_write_protects_parent_and_invalidates_its_range<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn fork_cow_write_protects_parent_and_invalidates_its_range<M: Machine>(
+    m: &M,
+) -> Outcome {
     let parent = new_space(m)?;
     let child = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         parent.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -359,10 +340,13 @@ fn fork_cow_write_protects_parent_and_invalidates_its_range<M: Machine>(m: &M) -
     finish(m, &parent)
 }
 
-fn fork_of_shared_mapping_calls_no_notifier<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn fork_of_shared_mapping_calls_no_notifier<M: Machine>(m: &M) -> Outcome {
     let parent = new_space(m)?;
     let child = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         parent.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -385,9 +369,12 @@ fn fork_of_shared_mapping_calls_no_notifier<M: Machine>(m: &M) -> Outcome {
     finish(m, &parent)
 }
 
-fn mprotect_read_only_faults_writes_and_invalidates_range<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn mprotect_read_only_faults_writes_and_invalidates_range<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -431,15 +418,18 @@ fn mprotect_read_only_faults_writes_and_invalidates_range<M: Machine>(m: &M) -> 
     finish(m, &mm)
 }
 
-fn remap_pfn_range_maps_frames_and_invalidates_range<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn remap_pfn_range_maps_frames_and_invalidates_range<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
     );
     let Some(first) = m.alloc_contiguous(4, page::<M>()) else {
-        return Err(crate::Failure::new(format_args!("out of frames")));
+        fail!("out of frames");
     };
     for i in 0..4 {
         m.write_phys(PhysAddr(first.0 + i * page::<M>()), marker(i));
@@ -471,13 +461,17 @@ fn remap_pfn_range_maps_frames_and_invalidates_range<M: Machine>(m: &M) -> Outco
     Ok(())
 }
 
-fn huge_unmap_faults_and_invalidates_each_huge_entry<M: Machine>(m: &M) -> Outcome {
-    let Some(level) = m.huge_level() else {
-        return Ok(());
+pub(crate) fn huge_unmap_faults_and_invalidates_each_huge_entry<M: Machine>(m: &M) -> Outcome {
+    let level = match m.huge_level() {
+        Ok(level) => level,
+        Err(why) => fail!("no huge pages on this machine: {why}"),
     };
     let span = level.entry_span();
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -485,9 +479,7 @@ fn huge_unmap_faults_and_invalidates_each_huge_entry<M: Machine>(m: &M) -> Outco
     let shadow = sub.notifier();
     let per = (span / page::<M>()) as usize;
     let Some(frames) = m.alloc_contiguous(2 * per, span) else {
-        return Err(crate::Failure::new(format_args!(
-            "no contiguous huge frames"
-        )));
+        fail!("no contiguous huge frames");
     };
     let base = VirtAddr((m.test_base().0 + span - 1) & !(span - 1));
     for h in 0..2u64 {
@@ -540,9 +532,14 @@ fn huge_unmap_faults_and_invalidates_each_huge_entry<M: Machine>(m: &M) -> Outco
     Ok(())
 }
 
-fn teardown_releases_secondaries_before_any_frame_is_freed<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn teardown_releases_secondaries_before_any_frame_is_freed<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -578,9 +575,12 @@ fn teardown_releases_secondaries_before_any_frame_is_freed<M: Machine>(m: &M) ->
     Ok(())
 }
 
-fn unregistered_notifier_is_not_called<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn unregistered_notifier_is_not_called<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     ensure!(
         mm.notifiers().register(sub.as_ref()).is_ok(),
         "register failed"
@@ -601,7 +601,9 @@ fn unregistered_notifier_is_not_called<M: Machine>(m: &M) -> Outcome {
     finish(m, &mm)
 }
 
-fn range_style_secondary_stays_coherent_through_every_call_site<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn range_style_secondary_stays_coherent_through_every_call_site<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
     let child = new_space(m)?;
     let sub = pin!(Subscription::new(ShadowMmu::new(Style::Range, page::<M>())));
@@ -651,7 +653,7 @@ fn range_style_secondary_stays_coherent_through_every_call_site<M: Machine>(m: &
     finish(m, &mm)
 }
 
-fn bad_input_is_refused_and_changes_nothing<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn bad_input_is_refused_and_changes_nothing<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
     map_pages(m, &mm, 0, 2, Prot::WRITE)?;
     let p = page::<M>();
@@ -678,7 +680,7 @@ fn bad_input_is_refused_and_changes_nothing<M: Machine>(m: &M) -> Outcome {
         "reversed range gave {r:?}"
     );
     let Some(frame) = m.alloc_frame() else {
-        return Err(crate::Failure::new(format_args!("out of frames")));
+        fail!("out of frames");
     };
     let r = mm.map(va(m, 0), frame, Prot::READ);
     ensure!(
@@ -710,7 +712,7 @@ fn bad_input_is_refused_and_changes_nothing<M: Machine>(m: &M) -> Outcome {
     m.free_frame(frame);
     // A remap over a range whose second page is mapped changes nothing.
     let Some(first) = m.alloc_contiguous(2, p) else {
-        return Err(crate::Failure::new(format_args!("out of frames")));
+        fail!("out of frames");
     };
     let r = mm.remap_pfn_range(pages(m, 1, 2), first, Prot::READ);
     ensure!(
@@ -727,11 +729,14 @@ fn bad_input_is_refused_and_changes_nothing<M: Machine>(m: &M) -> Outcome {
     finish(m, &mm)
 }
 
-fn operations_after_teardown_are_refused<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn operations_after_teardown_are_refused<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
     map_pages(m, &mm, 0, 1, Prot::WRITE)?;
     finish(m, &mm)?;
-    let sub = pin!(Subscription::new(ShadowMmu::new(Style::Seed, page::<M>())));
+    let sub = pin!(Subscription::new(ShadowMmu::new(
+        Style::PerPage,
+        page::<M>()
+    )));
     let r = mm.notifiers().register(sub.as_ref());
     ensure!(
         r == Err(Error::Released),

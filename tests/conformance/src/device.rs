@@ -6,17 +6,19 @@
 //! protocol (`read_begin` → `AddressSpace::translate` → device lock →
 //! `read_retry`? retry : install), and empties it only from
 //! [`IntervalOps::invalidate`], which drops the entries in range and calls
-//! `set_seq` under the same lock. [`Device::check_coherent`] is the oracle,
-//! as [`ShadowMmu::check_coherent`](crate::shadow::ShadowMmu::check_coherent)
-//! is for the plain notifier.
+//! `set_seq` under the same lock. Its table, log and oracle are the ones
+//! every reference secondary MMU shares ([`crate::oracle`]).
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use mmu_notifier_core::interval::{IntervalOps, IntervalSub};
+use mmu_notifier_core::Kernel;
 use mmu_notifier_core::{
     AddressSpace, Arch, Event, InvalidateRange, PageRange, PhysAddr, TableMemory, VirtAddr,
 };
+
+use crate::oracle::{self, Log, Stale, Tlb, Translation};
+use crate::sync::SpinLock;
 
 /// How many translations the device can hold.
 pub const CAPACITY: usize = 32;
@@ -61,52 +63,9 @@ pub struct Faulted {
     pub attempts: u32,
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    page: u64,
-    frame: PhysAddr,
-    writable: bool,
-}
-
 struct State {
-    table: [Option<Entry>; CAPACITY],
-    log: [Option<Invalidation>; LOG],
-    logged: usize,
-}
-
-/// The device lock: a minimal spin lock (the device is a test device).
-struct Locked<T> {
-    busy: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: access to `value` is serialised by `busy` (see `try_with`).
-unsafe impl<T: Send> Sync for Locked<T> {}
-
-impl<T> Locked<T> {
-    fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        if self
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return None;
-        }
-        // SAFETY: we hold `busy`, so nobody else has a reference.
-        let r = f(unsafe { &mut *self.value.get() });
-        self.busy.store(false, Ordering::Release);
-        Some(r)
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let mut f = Some(f);
-        loop {
-            if let Some(r) = self.try_with(|v| (f.take().expect("called once"))(v)) {
-                return r;
-            }
-            core::hint::spin_loop();
-        }
-    }
+    table: Tlb<CAPACITY>,
+    log: Log<Invalidation, LOG>,
 }
 
 /// The reference interval-notifier device. Wrap it in an
@@ -114,7 +73,7 @@ impl<T> Locked<T> {
 /// [`IntervalNotifiers`](mmu_notifier_core::interval::IntervalNotifiers).
 pub struct Device {
     page_size: u64,
-    state: Locked<State>,
+    state: SpinLock<State>,
     retries: AtomicUsize,
 }
 
@@ -123,14 +82,10 @@ impl Device {
     pub const fn new(page_size: u64) -> Self {
         Self {
             page_size,
-            state: Locked {
-                busy: AtomicBool::new(false),
-                value: UnsafeCell::new(State {
-                    table: [None; CAPACITY],
-                    log: [None; LOG],
-                    logged: 0,
-                }),
-            },
+            state: SpinLock::new(State {
+                table: Tlb::new(),
+                log: Log::new(),
+            }),
             retries: AtomicUsize::new(0),
         }
     }
@@ -144,9 +99,9 @@ impl Device {
     ///
     /// # Errors
     /// Why the page could not be mapped.
-    pub fn fault_in<A: Arch, F: TableMemory>(
+    pub fn fault_in<A: Arch, F: TableMemory, K: Kernel>(
         sub: &IntervalSub<'_, Device>,
-        mm: &AddressSpace<'_, A, F>,
+        mm: &AddressSpace<'_, A, F, K>,
         va: VirtAddr,
         write: bool,
     ) -> Result<PhysAddr, DeviceFault> {
@@ -159,9 +114,9 @@ impl Device {
     ///
     /// # Errors
     /// Why the page could not be mapped.
-    pub fn try_fault_in<A: Arch, F: TableMemory>(
+    pub fn try_fault_in<A: Arch, F: TableMemory, K: Kernel>(
         sub: &IntervalSub<'_, Device>,
-        mm: &AddressSpace<'_, A, F>,
+        mm: &AddressSpace<'_, A, F, K>,
         va: VirtAddr,
         write: bool,
     ) -> Result<PhysAddr, DeviceFault> {
@@ -175,9 +130,9 @@ impl Device {
     ///
     /// # Errors
     /// Why the page could not be mapped.
-    pub fn fault_in_with<A: Arch, F: TableMemory>(
+    pub fn fault_in_with<A: Arch, F: TableMemory, K: Kernel>(
         sub: &IntervalSub<'_, Device>,
-        mm: &AddressSpace<'_, A, F>,
+        mm: &AddressSpace<'_, A, F, K>,
         va: VirtAddr,
         write: bool,
         between: &mut dyn FnMut(u32),
@@ -185,9 +140,9 @@ impl Device {
         Self::fault(sub, mm, va, write, true, between)
     }
 
-    fn fault<A: Arch, F: TableMemory>(
+    fn fault<A: Arch, F: TableMemory, K: Kernel>(
         sub: &IntervalSub<'_, Device>,
-        mm: &AddressSpace<'_, A, F>,
+        mm: &AddressSpace<'_, A, F, K>,
         va: VirtAddr,
         write: bool,
         wait: bool,
@@ -205,38 +160,33 @@ impl Device {
             } else {
                 sub.try_read_begin().ok_or(DeviceFault::Invalidating)?
             };
-            let primary = mm.translate(va);
+            let primary = oracle::primary(mm, page);
             between(attempt);
-            let installed = dev.state.with(|s| {
+            let installed = {
+                let mut s = dev.state.lock();
                 if sub.read_retry(seq) {
                     // An invalidation collided: what we read may be stale.
-                    return None;
+                    None
+                } else {
+                    Some(match primary {
+                        None => Err(DeviceFault::NotMapped),
+                        Some((_, false)) if write => Err(DeviceFault::NotMapped),
+                        Some((frame, writable)) => s
+                            .table
+                            .install(Translation {
+                                page,
+                                frame,
+                                writable,
+                                accessed: true,
+                            })
+                            .map(|()| Faulted {
+                                frame,
+                                attempts: attempt,
+                            })
+                            .map_err(|_| DeviceFault::Full),
+                    })
                 }
-                let Some((leaf, level)) = primary else {
-                    return Some(Err(DeviceFault::NotMapped));
-                };
-                if write && !leaf.prot.writable() {
-                    return Some(Err(DeviceFault::NotMapped));
-                }
-                let span = level.entry_span();
-                let frame = PhysAddr(leaf.frame.0 + (page & (span - 1)));
-                let Some(slot) = s
-                    .table
-                    .iter_mut()
-                    .find(|e| e.is_none_or(|e| e.page == page))
-                else {
-                    return Some(Err(DeviceFault::Full));
-                };
-                *slot = Some(Entry {
-                    page,
-                    frame,
-                    writable: leaf.prot.writable(),
-                });
-                Some(Ok(Faulted {
-                    frame,
-                    attempts: attempt,
-                }))
-            });
+            };
             match installed {
                 Some(r) => return r,
                 None => {
@@ -251,18 +201,16 @@ impl Device {
     /// `None` if the device would fault.
     pub fn cached(&self, va: VirtAddr) -> Option<(PhysAddr, bool)> {
         let page = self.page(va);
-        self.state.with(|s| {
-            s.table
-                .iter()
-                .flatten()
-                .find(|e| e.page == page)
-                .map(|e| (e.frame, e.writable))
-        })
+        self.state
+            .lock()
+            .table
+            .get(page)
+            .map(|t| (t.frame, t.writable))
     }
 
     /// Number of translations held.
     pub fn cached_count(&self) -> usize {
-        self.state.with(|s| s.table.iter().flatten().count())
+        self.state.lock().table.len()
     }
 
     /// How many fault attempts were retried because of a collision.
@@ -270,50 +218,28 @@ impl Device {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// The invalidations received, oldest first; returns how many (at most
-    /// [`LOG`] are kept).
-    pub fn invalidations(&self, out: &mut [Option<Invalidation>; LOG]) -> usize {
-        self.state.with(|s| {
-            *out = s.log;
-            s.logged
-        })
+    /// The invalidations received, oldest first (at most [`LOG`] are
+    /// kept), and how many there were in all.
+    pub fn invalidations(&self) -> ([Option<Invalidation>; LOG], usize) {
+        self.state.lock().log.snapshot()
     }
 
     /// Forgets the invalidation log.
     pub fn clear_log(&self) {
-        self.state.with(|s| {
-            s.log = [None; LOG];
-            s.logged = 0;
-        });
+        self.state.lock().log.clear();
     }
 
     /// The oracle: every translation the device holds matches the primary
     /// tables (same frame, no more permission).
     ///
     /// # Errors
-    /// `(va, device frame, primary frame or None)` of the first stale one.
-    #[allow(clippy::type_complexity)]
-    pub fn check_coherent<A: Arch, F: TableMemory>(
+    /// The first stale translation.
+    pub fn check_coherent<A: Arch, F: TableMemory, K: Kernel>(
         &self,
-        mm: &AddressSpace<'_, A, F>,
-    ) -> Result<(), (VirtAddr, PhysAddr, Option<PhysAddr>)> {
-        let mut snapshot = [None; CAPACITY];
-        self.state.with(|s| snapshot = s.table);
-        for e in snapshot.iter().flatten() {
-            let va = VirtAddr(e.page);
-            let primary = mm.translate(va).map(|(leaf, level)| {
-                let span = level.entry_span();
-                (
-                    PhysAddr(leaf.frame.0 + (e.page & (span - 1))),
-                    leaf.prot.writable(),
-                )
-            });
-            match primary {
-                Some((frame, w)) if frame == e.frame && (w || !e.writable) => {}
-                other => return Err((va, e.frame, other.map(|p| p.0))),
-            }
-        }
-        Ok(())
+        mm: &AddressSpace<'_, A, F, K>,
+    ) -> Result<(), Stale> {
+        let snapshot = self.state.lock().table;
+        oracle::check_coherent(snapshot.iter(), mm)
     }
 }
 
@@ -327,26 +253,20 @@ impl IntervalOps for Device {
         let work = |s: &mut State| {
             // Under the lock the fault path checks `read_retry` under.
             sub.set_seq(cur_seq);
-            for slot in &mut s.table {
-                if slot.is_some_and(|e| range.range.contains(VirtAddr(e.page))) {
-                    *slot = None;
-                }
-            }
-            if s.logged < LOG {
-                s.log[s.logged] = Some(Invalidation {
-                    range: range.range,
-                    event: range.event,
-                    cur_seq,
-                });
-            }
-            s.logged += 1;
+            s.table
+                .drop_where(|page| range.range.contains(VirtAddr(page)));
+            s.log.push(Invalidation {
+                range: range.range,
+                event: range.event,
+                cur_seq,
+            });
         };
         if range.may_block() {
-            self.state.with(work);
+            work(&mut self.state.lock());
             true
         } else {
             // Must not spin: a contended lock means "would block".
-            self.state.try_with(work).is_some()
+            self.state.try_lock().map(|mut s| work(&mut s)).is_some()
         }
     }
 }

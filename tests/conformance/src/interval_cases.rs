@@ -11,48 +11,19 @@ use mmu_notifier_core::{
 
 use crate::cases::{finish, new_space, page, pages, va, Space};
 use crate::device::{Device, DeviceFault, Invalidation, LOG};
-use crate::{ensure, Case, Failure, Machine, Outcome};
-
-/// Every interval case, in the order the kernels print them.
-pub fn all<M: Machine>() -> [Case<M>; 7] {
-    fn always<M: Machine>(_: &M) -> bool {
-        true
-    }
-    macro_rules! case {
-        ($name:ident) => {
-            Case {
-                name: stringify!($name),
-                run: $name::<M>,
-                applies: always::<M>,
-            }
-        };
-    }
-    [
-        case!(interval_device_stays_coherent_through_every_call_site),
-        case!(interval_invalidation_visits_only_overlapping_subscriptions),
-        case!(device_fault_during_invalidation_retries),
-        case!(device_fault_racing_an_invalidation_elsewhere_does_not_retry),
-        case!(device_cannot_fault_while_a_colliding_invalidation_runs),
-        case!(interval_inserted_during_invalidation_waits_for_its_end),
-        case!(removed_interval_is_not_invalidated),
-    ]
-}
+use crate::{ensure, fail, Machine, Outcome};
 
 type Dev<'a> = IntervalSub<'a, Device>;
-
-fn fail(args: core::fmt::Arguments<'_>) -> Failure {
-    Failure::new(args)
-}
 
 /// Maps `count` pages from page index `first`, each to a fresh frame.
 fn map_pages<M: Machine>(m: &M, mm: &Space<'_, M>, first: u64, count: u64, prot: Prot) -> Outcome {
     for i in first..first + count {
         let Some(frame) = m.alloc_frame() else {
-            return Err(fail(format_args!("out of frames")));
+            fail!("out of frames");
         };
         if let Err(e) = mm.map(va(m, i), frame, prot) {
             m.free_frame(frame);
-            return Err(fail(format_args!("map page {i}: {e}")));
+            fail!("map page {i}: {e}");
         }
     }
     Ok(())
@@ -85,30 +56,26 @@ fn fault_all<M: Machine>(
     Ok(())
 }
 
-fn coherent<A: Arch, F: mmu_notifier_core::TableMemory>(
+fn coherent<A: Arch, F: mmu_notifier_core::TableMemory, K: mmu_notifier_core::Kernel>(
     dev: &Device,
-    mm: &AddressSpace<'_, A, F>,
+    mm: &AddressSpace<'_, A, F, K>,
     after: &str,
 ) -> Outcome {
-    if let Err((va, cached, primary)) = dev.check_coherent(mm) {
-        return Err(fail(format_args!(
-            "device stale after {after}: {va} -> {cached} but primary has {primary:?}"
-        )));
+    if let Err(stale) = dev.check_coherent(mm) {
+        fail!("device stale after {after}: {stale}");
     }
     Ok(())
 }
 
 fn log(dev: &Device) -> ([Option<Invalidation>; LOG], usize) {
-    let mut out = [None; LOG];
-    let n = dev.invalidations(&mut out);
-    (out, n)
+    dev.invalidations()
 }
 
 fn free_all<M: Machine>(m: &M) -> impl FnMut(Reusable) + '_ {
     move |r: Reusable| m.free_frame(r.into_frame())
 }
 
-fn interval_device_stays_coherent_through_every_call_site<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn interval_device_stays_coherent_through_every_call_site<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
     let child = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
@@ -151,7 +118,7 @@ fn interval_device_stays_coherent_through_every_call_site<M: Machine>(m: &M) -> 
     );
 
     let Some(first) = m.alloc_contiguous(4, page::<M>()) else {
-        return Err(fail(format_args!("out of frames")));
+        fail!("out of frames");
     };
     let r = mm.remap_pfn_range(pages(m, 8, 4), first, Prot::READ);
     ensure!(r.is_ok(), "remap: {r:?}");
@@ -212,7 +179,9 @@ fn interval_device_stays_coherent_through_every_call_site<M: Machine>(m: &M) -> 
     Ok(())
 }
 
-fn interval_invalidation_visits_only_overlapping_subscriptions<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn interval_invalidation_visits_only_overlapping_subscriptions<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
     ensure!(
@@ -263,7 +232,7 @@ fn interval_invalidation_visits_only_overlapping_subscriptions<M: Machine>(m: &M
     finish(m, &mm)
 }
 
-fn device_fault_during_invalidation_retries<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn device_fault_during_invalidation_retries<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
     ensure!(
@@ -318,7 +287,9 @@ fn device_fault_during_invalidation_retries<M: Machine>(m: &M) -> Outcome {
     finish(m, &mm)
 }
 
-fn device_fault_racing_an_invalidation_elsewhere_does_not_retry<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn device_fault_racing_an_invalidation_elsewhere_does_not_retry<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
     ensure!(
@@ -339,7 +310,9 @@ fn device_fault_racing_an_invalidation_elsewhere_does_not_retry<M: Machine>(m: &
     finish(m, &mm)
 }
 
-fn device_cannot_fault_while_a_colliding_invalidation_runs<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn device_cannot_fault_while_a_colliding_invalidation_runs<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
     ensure!(
@@ -375,7 +348,9 @@ fn device_cannot_fault_while_a_colliding_invalidation_runs<M: Machine>(m: &M) ->
     finish(m, &mm)
 }
 
-fn interval_inserted_during_invalidation_waits_for_its_end<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn interval_inserted_during_invalidation_waits_for_its_end<M: Machine>(
+    m: &M,
+) -> Outcome {
     let mm = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
     ensure!(
@@ -411,7 +386,7 @@ fn interval_inserted_during_invalidation_waits_for_its_end<M: Machine>(m: &M) ->
     finish(m, &mm)
 }
 
-fn removed_interval_is_not_invalidated<M: Machine>(m: &M) -> Outcome {
+pub(crate) fn removed_interval_is_not_invalidated<M: Machine>(m: &M) -> Outcome {
     let mm = new_space(m)?;
     let mgr = pin!(Subscription::new(IntervalNotifiers::new()));
     ensure!(

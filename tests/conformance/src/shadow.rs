@@ -1,34 +1,49 @@
-//! The reference secondary MMU: a shadow TLB driven only by notifier
-//! callbacks, and the log of every call it received.
+//! The reference secondary MMU for the plain notifier: a shadow TLB driven
+//! only by notifier callbacks, and the log of every call it received.
 //!
 //! It caches translations the way a device would (looked up once through
 //! [`ShadowMmu::fault_in`], then used without asking the CPU tables), so
-//! after any operation the oracle can ask the question that matters: does
-//! it still translate an address to a frame the primary tables no longer
-//! map there, or with more permission than they give?
+//! after any operation the oracle ([`ShadowMmu::check_coherent`]) can ask
+//! the question that matters: does it still translate an address to a
+//! frame the primary tables no longer map there, or with more permission
+//! than they give?
+//!
+//! Its fault path is safe against invalidations on other CPUs: every
+//! invalidating callback bumps a sequence count under the shadow's lock,
+//! and a fault installs what it read from the primary tables only if the
+//! count did not move since (under the same lock), else it reads again.
+//! Without that, a whole zap can run between a fault's lookup and its
+//! install, and its per-page callback then finds nothing to drop.
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
+use mmu_notifier_core::Kernel;
 use mmu_notifier_core::{
-    AddressSpace, Again, Event, InvalidateRange, MmuNotifier, PageRange, PhysAddr, VirtAddr,
+    AddressSpace, Again, Arch, Event, InvalidateRange, MmuNotifier, PageRange, PhysAddr,
+    TableMemory, VirtAddr,
 };
-use mmu_notifier_core::{Arch, TableMemory};
+
+use crate::oracle::{self, Log, Stale, Tlb, Translation};
+use crate::sync::SpinLock;
 
 /// How many translations the shadow can cache.
 pub const CAPACITY: usize = 64;
 /// How many calls the log keeps.
 pub const LOG: usize = 256;
+/// How many times a fault reads the primary tables again because an
+/// invalidation ran meanwhile, before it gives up.
+pub const MAX_ATTEMPTS: u32 = 64;
 
 /// Which callbacks the shadow MMU uses to stay coherent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
-    /// The 2008 seed: per-page `invalidate_page`, `invalidate_pages` after
-    /// a loop; range start/end are only logged.
-    Seed,
-    /// Linux after 2008: drop everything in the range at
-    /// `invalidate_range_start`, refuse to fault in until `end`; per-page
-    /// calls are only logged.
+    /// Per-page callbacks: drop a page at `invalidate_page`, a range at
+    /// `invalidate_pages` (after the loop that changed it); range start and
+    /// end are only logged.
+    PerPage,
+    /// Range callbacks: drop everything in the range at
+    /// `invalidate_range_start` and refuse to fault it in until the
+    /// matching end; per-page calls are only logged.
     Range,
 }
 
@@ -49,44 +64,21 @@ pub enum Call {
     RangeEnd(PageRange, Event),
 }
 
-#[derive(Clone, Copy)]
-struct Cached {
-    page: u64,
-    frame: PhysAddr,
-    writable: bool,
-    accessed: bool,
-}
-
 struct State {
-    tlb: [Option<Cached>; CAPACITY],
-    log: [Option<Call>; LOG],
-    logged: usize,
+    tlb: Tlb<CAPACITY>,
+    log: Log<Call, LOG>,
     /// Open range invalidations (Range style refuses faults inside them).
     open: [Option<PageRange>; 8],
+    /// Bumped by every invalidating callback (see the module docs).
+    seq: u64,
 }
 
-/// A minimal spin lock, enough for a test device.
-struct Locked<T> {
-    busy: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: access to `value` is serialised by `busy` (see `with`).
-unsafe impl<T: Send> Sync for Locked<T> {}
-
-impl<T> Locked<T> {
-    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        while self
-            .busy
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            core::hint::spin_loop();
-        }
-        // SAFETY: we hold `busy`, so nobody else has a reference.
-        let r = f(unsafe { &mut *self.value.get() });
-        self.busy.store(false, Ordering::Release);
-        r
+impl State {
+    fn invalidating(&self, page: u64) -> bool {
+        self.open
+            .iter()
+            .flatten()
+            .any(|r| r.contains(VirtAddr(page)))
     }
 }
 
@@ -94,7 +86,7 @@ impl<T> Locked<T> {
 pub struct ShadowMmu {
     style: Style,
     page_size: u64,
-    state: Locked<State>,
+    state: SpinLock<State>,
     releases: AtomicUsize,
 }
 
@@ -109,6 +101,9 @@ pub enum FaultIn {
     Released,
     /// The shadow TLB is full.
     Full,
+    /// Invalidations kept coming between the lookup and the install:
+    /// gave up after [`MAX_ATTEMPTS`].
+    Contended,
 }
 
 impl ShadowMmu {
@@ -117,15 +112,12 @@ impl ShadowMmu {
         Self {
             style,
             page_size,
-            state: Locked {
-                busy: AtomicBool::new(false),
-                value: UnsafeCell::new(State {
-                    tlb: [None; CAPACITY],
-                    log: [None; LOG],
-                    logged: 0,
-                    open: [None; 8],
-                }),
-            },
+            state: SpinLock::new(State {
+                tlb: Tlb::new(),
+                log: Log::new(),
+                open: [None; 8],
+                seq: 0,
+            }),
             releases: AtomicUsize::new(0),
         }
     }
@@ -139,80 +131,74 @@ impl ShadowMmu {
     ///
     /// # Errors
     /// Why it could not.
-    pub fn fault_in<A: Arch, F: TableMemory>(
+    pub fn fault_in<A: Arch, F: TableMemory, K: Kernel>(
         &self,
-        mm: &AddressSpace<'_, A, F>,
+        mm: &AddressSpace<'_, A, F, K>,
         va: VirtAddr,
         write: bool,
     ) -> Result<PhysAddr, FaultIn> {
-        if self.releases.load(Ordering::Acquire) > 0 {
-            return Err(FaultIn::Released);
-        }
         let page = self.page(va);
-        if self
-            .state
-            .with(|s| s.open.iter().flatten().any(|r| r.contains(VirtAddr(page))))
-        {
-            return Err(FaultIn::Invalidating);
-        }
-        let (leaf, level) = mm.translate(va).ok_or(FaultIn::NotMapped)?;
-        if write && !leaf.prot.writable() {
-            return Err(FaultIn::NotMapped);
-        }
-        let span = level.entry_span();
-        let frame = PhysAddr(leaf.frame.0 + (page & (span - 1)));
-        self.state.with(|s| {
-            let slot = s
-                .tlb
-                .iter_mut()
-                .find(|c| c.is_none_or(|c| c.page == page))
-                .ok_or(FaultIn::Full)?;
-            *slot = Some(Cached {
+        for _ in 0..MAX_ATTEMPTS {
+            if self.releases() > 0 {
+                return Err(FaultIn::Released);
+            }
+            let seq = {
+                let s = self.state.lock();
+                if s.invalidating(page) {
+                    return Err(FaultIn::Invalidating);
+                }
+                s.seq
+            };
+            let (frame, writable) = oracle::primary(mm, page).ok_or(FaultIn::NotMapped)?;
+            if write && !writable {
+                return Err(FaultIn::NotMapped);
+            }
+            let mut s = self.state.lock();
+            if s.seq != seq {
+                // An invalidation ran since the lookup: it may be stale.
+                continue;
+            }
+            let t = Translation {
                 page,
                 frame,
-                writable: leaf.prot.writable(),
+                writable,
                 accessed: true,
-            });
-            Ok(frame)
-        })
+            };
+            s.tlb.install(t).map_err(|_| FaultIn::Full)?;
+            return Ok(frame);
+        }
+        Err(FaultIn::Contended)
     }
 
     /// A device access through the shadow TLB: the cached frame, and the
     /// page marked accessed; `None` if not cached (the device would fault).
     pub fn access(&self, va: VirtAddr, write: bool) -> Option<PhysAddr> {
         let page = self.page(va);
-        self.state.with(|s| {
-            let c = s.tlb.iter_mut().flatten().find(|c| c.page == page)?;
-            if write && !c.writable {
-                return None;
-            }
-            c.accessed = true;
-            Some(c.frame)
-        })
+        let mut s = self.state.lock();
+        let t = s.tlb.get_mut(page).filter(|t| !write || t.writable)?;
+        t.accessed = true;
+        Some(t.frame)
     }
 
     /// The cached translation of `va`, if any: frame and writability.
     pub fn cached(&self, va: VirtAddr) -> Option<(PhysAddr, bool)> {
         let page = self.page(va);
-        self.state.with(|s| {
-            s.tlb
-                .iter()
-                .flatten()
-                .find(|c| c.page == page)
-                .map(|c| (c.frame, c.writable))
-        })
+        self.state
+            .lock()
+            .tlb
+            .get(page)
+            .map(|t| (t.frame, t.writable))
     }
 
     /// Whether `va` is cached and accessed since the last `age_page`.
     pub fn accessed(&self, va: VirtAddr) -> bool {
         let page = self.page(va);
-        self.state
-            .with(|s| s.tlb.iter().flatten().any(|c| c.page == page && c.accessed))
+        self.state.lock().tlb.get(page).is_some_and(|t| t.accessed)
     }
 
     /// Number of cached translations.
     pub fn cached_count(&self) -> usize {
-        self.state.with(|s| s.tlb.iter().flatten().count())
+        self.state.lock().tlb.len()
     }
 
     /// How many times `release` was called.
@@ -220,142 +206,99 @@ impl ShadowMmu {
         self.releases.load(Ordering::Acquire)
     }
 
-    /// The calls received so far, oldest first (at most [`LOG`]).
-    pub fn calls(&self, out: &mut [Option<Call>; LOG]) -> usize {
-        self.state.with(|s| {
-            *out = s.log;
-            s.logged.min(LOG)
-        })
+    /// The calls received so far, oldest first, and how many of them
+    /// there are (at most [`LOG`] are kept).
+    pub fn calls(&self) -> ([Option<Call>; LOG], usize) {
+        let (calls, n) = self.state.lock().log.snapshot();
+        (calls, n.min(LOG))
     }
 
     /// Drops every cached translation, as a driver does when it detaches
     /// from an address space (after unregistering it is told nothing more).
     pub fn detach(&self) {
-        self.state.with(|s| s.tlb = [None; CAPACITY]);
+        self.state.lock().tlb.clear();
     }
 
     /// Forgets the call log.
     pub fn clear_log(&self) {
-        self.state.with(|s| {
-            s.log = [None; LOG];
-            s.logged = 0;
-        });
+        self.state.lock().log.clear();
     }
 
-    /// Checks every cached translation against the primary tables: the
-    /// oracle. `Err((va, cached frame, primary frame or None))` for the
-    /// first stale one.
+    /// The oracle: every cached translation matches the primary tables.
     ///
     /// # Errors
     /// The first stale translation.
-    #[allow(clippy::type_complexity)]
-    pub fn check_coherent<A: Arch, F: TableMemory>(
+    pub fn check_coherent<A: Arch, F: TableMemory, K: Kernel>(
         &self,
-        mm: &AddressSpace<'_, A, F>,
-    ) -> Result<(), (VirtAddr, PhysAddr, Option<PhysAddr>)> {
-        let mut snapshot = [None; CAPACITY];
-        self.state.with(|s| snapshot = s.tlb);
-        for c in snapshot.iter().flatten() {
-            let va = VirtAddr(c.page);
-            let primary = mm.translate(va).map(|(leaf, level)| {
-                let span = level.entry_span();
-                (
-                    PhysAddr(leaf.frame.0 + (c.page & (span - 1))),
-                    leaf.prot.writable(),
-                )
-            });
-            match primary {
-                Some((frame, w)) if frame == c.frame && (w || !c.writable) => {}
-                other => return Err((va, c.frame, other.map(|p| p.0))),
-            }
-        }
-        Ok(())
+        mm: &AddressSpace<'_, A, F, K>,
+    ) -> Result<(), Stale> {
+        let snapshot = self.state.lock().tlb;
+        oracle::check_coherent(snapshot.iter(), mm)
     }
 
-    fn log(s: &mut State, call: Call) {
-        if s.logged < LOG {
-            s.log[s.logged] = Some(call);
+    /// Records `call`; with `drops`, also invalidates the pages `drop`
+    /// selects (the sequence count moves first, so a racing fault reads
+    /// again).
+    fn invalidate(&self, call: Call, drops: bool, drop: impl FnMut(u64) -> bool) {
+        let mut s = self.state.lock();
+        if drops {
+            s.seq += 1;
+            s.tlb.drop_where(drop);
         }
-        s.logged += 1;
-    }
-
-    fn drop_range(s: &mut State, range: PageRange) {
-        for slot in &mut s.tlb {
-            if slot.is_some_and(|c| range.contains(VirtAddr(c.page))) {
-                *slot = None;
-            }
-        }
+        s.log.push(call);
     }
 }
 
 impl MmuNotifier for ShadowMmu {
     fn release(&self) {
-        self.state.with(|s| {
-            s.tlb = [None; CAPACITY];
-            Self::log(s, Call::Release);
-        });
+        self.invalidate(Call::Release, true, |_| true);
         self.releases.fetch_add(1, Ordering::AcqRel);
     }
 
     fn invalidate_page(&self, addr: VirtAddr) {
         let page = self.page(addr);
-        self.state.with(|s| {
-            if self.style == Style::Seed {
-                for slot in &mut s.tlb {
-                    if slot.is_some_and(|c| c.page == page) {
-                        *slot = None;
-                    }
-                }
-            }
-            Self::log(s, Call::InvalidatePage(addr));
-        });
+        let per_page = self.style == Style::PerPage;
+        self.invalidate(Call::InvalidatePage(addr), per_page, |p| p == page);
     }
 
     fn invalidate_pages(&self, range: PageRange) {
-        self.state.with(|s| {
-            if self.style == Style::Seed {
-                Self::drop_range(s, range);
-            }
-            Self::log(s, Call::InvalidatePages(range));
+        let per_page = self.style == Style::PerPage;
+        self.invalidate(Call::InvalidatePages(range), per_page, |p| {
+            range.contains(VirtAddr(p))
         });
     }
 
     fn age_page(&self, addr: VirtAddr) -> bool {
         let page = self.page(addr);
-        self.state.with(|s| {
-            let mut young = false;
-            for c in s.tlb.iter_mut().flatten() {
-                if c.page == page {
-                    young |= c.accessed;
-                    c.accessed = false;
-                }
-            }
-            Self::log(s, Call::AgePage(addr, young));
-            young
-        })
+        let mut s = self.state.lock();
+        let young = s
+            .tlb
+            .get_mut(page)
+            .is_some_and(|t| core::mem::replace(&mut t.accessed, false));
+        s.log.push(Call::AgePage(addr, young));
+        young
     }
 
     fn invalidate_range_start(&self, range: &InvalidateRange) -> Result<(), Again> {
-        self.state.with(|s| {
-            if self.style == Style::Range {
-                Self::drop_range(s, range.range);
-                if let Some(slot) = s.open.iter_mut().find(|o| o.is_none()) {
-                    *slot = Some(range.range);
-                }
+        let mut s = self.state.lock();
+        if self.style == Style::Range {
+            s.seq += 1;
+            s.tlb.drop_where(|p| range.range.contains(VirtAddr(p)));
+            if let Some(slot) = s.open.iter_mut().find(|o| o.is_none()) {
+                *slot = Some(range.range);
             }
-            Self::log(s, Call::RangeStart(range.range, range.event));
-        });
+        }
+        s.log.push(Call::RangeStart(range.range, range.event));
         Ok(())
     }
 
     fn invalidate_range_end(&self, range: &InvalidateRange) {
-        self.state.with(|s| {
-            if self.style == Style::Range {
-                if let Some(slot) = s.open.iter_mut().find(|o| **o == Some(range.range)) {
-                    *slot = None;
-                }
+        let mut s = self.state.lock();
+        if self.style == Style::Range {
+            if let Some(slot) = s.open.iter_mut().find(|o| **o == Some(range.range)) {
+                *slot = None;
             }
-            Self::log(s, Call::RangeEnd(range.range, range.event));
-        });
+        }
+        s.log.push(Call::RangeEnd(range.range, range.event));
     }
 }

@@ -134,8 +134,15 @@ impl S390x {
     /// address `(c << 12) | 0xbad`, which never ends in `0xfff`, so it is
     /// always a failure and `c` can be read back as `addr >> 12`.
     pub const fn wait_psw(code: u32) -> Psw {
-        let addr = if code == 0 { Self::SUCCESS_TAG } else { ((code as u64) << 12) | Self::FAILURE_TAG };
-        Psw { mask: Self::DISABLED_WAIT_MASK, addr }
+        let addr = if code == 0 {
+            Self::SUCCESS_TAG
+        } else {
+            ((code as u64) << 12) | Self::FAILURE_TAG
+        };
+        Psw {
+            mask: Self::DISABLED_WAIT_MASK,
+            addr,
+        }
     }
 
     /// Recovers the code from a wait-PSW address produced by
@@ -195,7 +202,11 @@ mod tests {
     #[test]
     fn success_is_the_special_wait_address() {
         let psw = S390x::wait_psw(0);
-        assert_eq!(psw.addr & 0xfff, 0xfff, "QEMU only shuts down cleanly for addresses ending in 0xfff");
+        assert_eq!(
+            psw.addr & 0xfff,
+            0xfff,
+            "QEMU only shuts down cleanly for addresses ending in 0xfff"
+        );
         assert_eq!(psw.mask, 0x0002_0001_8000_0000);
     }
 
@@ -204,7 +215,11 @@ mod tests {
         for code in [1, 2, 0xfff, 0x1000, 0x11, 0x1a0, u32::MAX] {
             let psw = S390x::wait_psw(code);
             assert_ne!(psw.addr & 0xfff, 0xfff, "code {code:#x} must be a failure");
-            assert_eq!(S390x::code_from_addr(psw.addr), Some(code), "code {code:#x} must be readable from the PSW");
+            assert_eq!(
+                S390x::code_from_addr(psw.addr),
+                Some(code),
+                "code {code:#x} must be readable from the PSW"
+            );
         }
         assert_eq!(S390x::wait_psw(1).addr, 0x1bad);
     }
@@ -216,7 +231,10 @@ mod tests {
         assert!(bit(14), "wait bit");
         assert!(bit(31) && bit(32), "64-bit addressing");
         for n in [1, 5, 6, 7, 13] {
-            assert!(!bit(n), "PSW bit {n} (PER/DAT/I/O/external/machine-check) must be off");
+            assert!(
+                !bit(n),
+                "PSW bit {n} (PER/DAT/I/O/external/machine-check) must be off"
+            );
         }
     }
 }

@@ -9,28 +9,29 @@
 #![no_std]
 #![no_main]
 
-use mmu_notifier_kernel_s390x::dat::{self, alloc_page_table, alloc_table, pt_index, Level, PTE_INVALID, PTE_PROTECT};
+use mmu_notifier_kernel_s390x::dat::{
+    self, alloc_page_table, alloc_table, pt_index, Level, PTE_INVALID, PTE_PROTECT,
+};
 use mmu_notifier_kernel_s390x::probe::code;
 use mmu_notifier_kernel_s390x::skey::{self, KEY_CHANGE, KEY_REFERENCE};
 use mmu_notifier_kernel_s390x::{
-    activate, alloc_frame, case, ensure, entry, ipte, probe_read, probe_write, run_tests, TestCase, TEST_WINDOW,
+    activate, alloc_frame, cases, ensure, entry, ipte, probe_read, probe_write, run_cases, Outcome,
+    TEST_WINDOW,
 };
 
 entry!(main);
 
-const CASES: &[TestCase] = &[
-    case!(probe_unmapped_faults),
-    case!(probe_mapped_reads),
-    case!(write_to_protected_faults),
-    case!(ipte_invalidates),
-    case!(ipte_local_invalidates),
-    case!(stale_tlb_without_ipte),
-    case!(storage_key_reference_bit),
-    case!(storage_key_change_bit),
-];
-
 fn main() -> ! {
-    run_tests(CASES)
+    run_cases(cases![
+        probe_unmapped_faults,
+        probe_mapped_reads,
+        write_to_protected_faults,
+        ipte_invalidates,
+        ipte_local_invalidates,
+        stale_tlb_without_ipte,
+        storage_key_reference_bit,
+        storage_key_change_bit,
+    ])
 }
 
 /// A page in the test window, away from its first region/segment so
@@ -126,54 +127,90 @@ fn read_phys(pa: u64) -> u64 {
     unsafe { (pa as *const u64).read_volatile() }
 }
 
-fn probe_unmapped_faults() -> Result<(), &'static str> {
+fn probe_unmapped_faults() -> Outcome {
     // Nothing at all: region-first entry 1 is invalid.
     let root = alloc_table(Level::RegionFirst).ok_or(OOM)?;
     switch_to(root);
-    let f = probe_read(VA).err().ok_or("a read with an invalid region-first entry succeeded")?;
+    let f = probe_read(VA)
+        .err()
+        .ok_or("a read with an invalid region-first entry succeeded")?;
     ensure!(
         f.code == code::REGION_FIRST_TRANSLATION,
-        "invalid region-first entry: expected code 0x39",
-        "got {:#x}",
+        "invalid region-first entry: expected code 0x39: got {:#x}",
         f.code
     );
-    ensure!(f.addr == VA & !0xfff, "region-first fault: TEID does not hold the address", "got {:#x}", f.addr);
+    ensure!(
+        f.addr == VA & !0xfff,
+        "region-first fault: TEID does not hold the address: got {:#x}",
+        f.addr
+    );
 
     // Tables down to the segment, but this segment's entry invalid.
     let pte = pte_slot(root, VA)?;
     let other_segment = VA + (1 << 20);
-    let f = probe_read(other_segment).err().ok_or("a read with an invalid segment entry succeeded")?;
-    ensure!(f.code == code::SEGMENT_TRANSLATION, "invalid segment entry: expected code 0x10", "got {:#x}", f.code);
-    ensure!(f.addr == other_segment & !0xfff, "segment fault: TEID does not hold the address", "got {:#x}", f.addr);
+    let f = probe_read(other_segment)
+        .err()
+        .ok_or("a read with an invalid segment entry succeeded")?;
+    ensure!(
+        f.code == code::SEGMENT_TRANSLATION,
+        "invalid segment entry: expected code 0x10: got {:#x}",
+        f.code
+    );
+    ensure!(
+        f.addr == other_segment & !0xfff,
+        "segment fault: TEID does not hold the address: got {:#x}",
+        f.addr
+    );
 
     // A page table whose entry is invalid.
-    ensure!(read_pte(pte) & PTE_INVALID != 0, "a new page table must start invalid");
-    let f = probe_read(VA + 0x10).err().ok_or("a read of an invalid PTE succeeded")?;
-    ensure!(f.code == code::PAGE_TRANSLATION, "invalid PTE: expected code 0x11", "got {:#x}", f.code);
-    ensure!(f.addr == VA, "page fault: TEID does not hold the address", "got {:#x}", f.addr);
+    ensure!(
+        read_pte(pte) & PTE_INVALID != 0,
+        "a new page table must start invalid"
+    );
+    let f = probe_read(VA + 0x10)
+        .err()
+        .ok_or("a read of an invalid PTE succeeded")?;
+    ensure!(
+        f.code == code::PAGE_TRANSLATION,
+        "invalid PTE: expected code 0x11: got {:#x}",
+        f.code
+    );
+    ensure!(
+        f.addr == VA,
+        "page fault: TEID does not hold the address: got {:#x}",
+        f.addr
+    );
     Ok(())
 }
 
-fn probe_mapped_reads() -> Result<(), &'static str> {
+fn probe_mapped_reads() -> Outcome {
     let value = 0x0123_4567_89ab_cdef;
     let frame = frame_with(value)?;
     let (root, _) = space_with_page(VA, frame, 0)?;
     switch_to(root);
     ensure!(
         dat::lra(VA) == Some(frame),
-        "LRAG does not translate VA to the frame",
-        "lra {:x?}, frame {frame:#x}",
+        "LRAG does not translate VA to the frame: lra {:x?}, frame {frame:#x}",
         dat::lra(VA)
     );
     let got = probe_read(VA).map_err(|_| "a read of a mapped page faulted")?;
-    ensure!(got == value, "the read did not return the frame's first doubleword", "got {got:#x}");
+    ensure!(
+        got == value,
+        "the read did not return the frame's first doubleword: got {got:#x}"
+    );
     let got = probe_read(VA + 0xff8).map_err(|_| "a read at the end of a mapped page faulted")?;
-    ensure!(got == !value, "the read did not return the frame's last doubleword", "got {got:#x}");
-    ensure!(probe_read(VA + 0x1000).is_err(), "the next, unmapped page is readable");
+    ensure!(
+        got == !value,
+        "the read did not return the frame's last doubleword: got {got:#x}"
+    );
+    ensure!(
+        probe_read(VA + 0x1000).is_err(),
+        "the next, unmapped page is readable"
+    );
     Ok(())
 }
 
-fn write_to_protected_faults() -> Result<(), &'static str> {
+fn write_to_protected_faults() -> Outcome {
     let value = 0x5a5a_0000_0000_a5a5;
     let frame = frame_with(value)?;
     let (root, _) = space_with_page(VA, frame, PTE_PROTECT)?;
@@ -182,60 +219,103 @@ fn write_to_protected_faults() -> Result<(), &'static str> {
     write_pte(pte_slot(root, VA + 0x1000)?, writable);
     switch_to(root);
     probe_write(VA + 0x1000, 42).map_err(|_| "a store to a writable page faulted")?;
-    ensure!(read_phys(writable) == 42, "a store through DAT did not reach the frame");
+    ensure!(
+        read_phys(writable) == 42,
+        "a store through DAT did not reach the frame"
+    );
 
-    let f = probe_write(VA, 1).err().ok_or("a store to a protected page succeeded")?;
-    ensure!(f.code == code::PROTECTION, "store to a protected PTE: expected code 0x04", "got {:#x}", f.code);
-    ensure!(f.addr == VA, "protection fault: TEID does not hold the address", "got {:#x}", f.addr);
-    ensure!(read_phys(frame) == value, "the faulting store modified the frame");
-    ensure!(probe_read(VA) == Ok(value), "a protected page must stay readable");
+    let f = probe_write(VA, 1)
+        .err()
+        .ok_or("a store to a protected page succeeded")?;
+    ensure!(
+        f.code == code::PROTECTION,
+        "store to a protected PTE: expected code 0x04: got {:#x}",
+        f.code
+    );
+    ensure!(
+        f.addr == VA,
+        "protection fault: TEID does not hold the address: got {:#x}",
+        f.addr
+    );
+    ensure!(
+        read_phys(frame) == value,
+        "the faulting store modified the frame"
+    );
+    ensure!(
+        probe_read(VA) == Ok(value),
+        "a protected page must stay readable"
+    );
     Ok(())
 }
 
-fn ipte_invalidates() -> Result<(), &'static str> {
+fn ipte_invalidates() -> Outcome {
     let value = 0x1111_2222_3333_4444;
     let frame = frame_with(value)?;
     let (root, pte) = space_with_page(VA, frame, 0)?;
     switch_to(root);
-    ensure!(probe_read(VA) == Ok(value), "the mapped page is not readable before IPTE");
+    ensure!(
+        probe_read(VA) == Ok(value),
+        "the mapped page is not readable before IPTE"
+    );
     // SAFETY: `pte` is the PTE of VA in the active space; nothing refers
     // to VA; a global IPTE is always allowed.
     unsafe { ipte(pte, VA, false) };
-    ensure!(read_pte(pte) & PTE_INVALID != 0, "IPTE did not set the PTE's invalid bit", "pte {:#x}", read_pte(pte));
-    let f = probe_read(VA + 8).err().ok_or("a read after IPTE still succeeded")?;
-    ensure!(f.code == code::PAGE_TRANSLATION, "read after IPTE: expected code 0x11", "got {:#x}", f.code);
-    ensure!(f.addr == VA, "read after IPTE: TEID does not hold the address", "got {:#x}", f.addr);
+    ensure!(
+        read_pte(pte) & PTE_INVALID != 0,
+        "IPTE did not set the PTE's invalid bit: pte {:#x}",
+        read_pte(pte)
+    );
+    let f = probe_read(VA + 8)
+        .err()
+        .ok_or("a read after IPTE still succeeded")?;
+    ensure!(
+        f.code == code::PAGE_TRANSLATION,
+        "read after IPTE: expected code 0x11: got {:#x}",
+        f.code
+    );
+    ensure!(
+        f.addr == VA,
+        "read after IPTE: TEID does not hold the address: got {:#x}",
+        f.addr
+    );
     Ok(())
 }
 
-fn ipte_local_invalidates() -> Result<(), &'static str> {
+fn ipte_local_invalidates() -> Outcome {
     let value = 0x4444_3333_2222_1111;
     let frame = frame_with(value)?;
     // The PTE address itself (not the table origin) as R1: IPTE ignores
     // its low 11 bits, as `dat::ipte` documents.
     let (root, pte) = space_with_page(VA, frame, 0)?;
     switch_to(root);
-    ensure!(probe_read(VA) == Ok(value), "the mapped page is not readable before IPTE");
+    ensure!(
+        probe_read(VA) == Ok(value),
+        "the mapped page is not readable before IPTE"
+    );
     // SAFETY: as in `ipte_invalidates`; local clearing is allowed because
     // this space is only attached to this CPU.
     unsafe { ipte(pte, VA, true) };
-    let f = probe_read(VA).err().ok_or("a read after a local IPTE still succeeded")?;
+    let f = probe_read(VA)
+        .err()
+        .ok_or("a read after a local IPTE still succeeded")?;
     ensure!(
         f.code == code::PAGE_TRANSLATION && f.addr == VA,
-        "read after local IPTE: expected 0x11 at VA",
-        "got {:#x} at {:#x}",
+        "read after local IPTE: expected 0x11 at VA: got {:#x} at {:#x}",
         f.code,
         f.addr
     );
     Ok(())
 }
 
-fn stale_tlb_without_ipte() -> Result<(), &'static str> {
+fn stale_tlb_without_ipte() -> Outcome {
     let value = 0x5555_6666_7777_8888;
     let frame = frame_with(value)?;
     let (root, pte) = space_with_page(VA, frame, 0)?;
     switch_to(root);
-    ensure!(probe_read(VA) == Ok(value), "the mapped page is not readable");
+    ensure!(
+        probe_read(VA) == Ok(value),
+        "the mapped page is not readable"
+    );
     // Invalidate with a plain store: the TLB entry from the read survives.
     write_pte(pte, read_pte(pte) | PTE_INVALID);
     ensure!(
@@ -244,43 +324,62 @@ fn stale_tlb_without_ipte() -> Result<(), &'static str> {
     );
     // SAFETY: as in `ipte_invalidates`.
     unsafe { ipte(pte, VA, false) };
-    let f = probe_read(VA).err().ok_or("a read after IPTE still used the stale entry")?;
+    let f = probe_read(VA)
+        .err()
+        .ok_or("a read after IPTE still used the stale entry")?;
     ensure!(
         f.code == code::PAGE_TRANSLATION && f.addr == VA,
-        "read after IPTE: expected 0x11 at VA",
-        "got {:#x} at {:#x}",
+        "read after IPTE: expected 0x11 at VA: got {:#x} at {:#x}",
         f.code,
         f.addr
     );
     Ok(())
 }
 
-fn storage_key_reference_bit() -> Result<(), &'static str> {
+fn storage_key_reference_bit() -> Outcome {
     let value = 0x9999_aaaa_bbbb_cccc;
     let frame = frame_with(value)?;
     let (root, _) = space_with_page(VA, frame, 0)?;
     switch_to(root);
     skey::sske(frame, 0); // R = C = 0
     let cc = skey::rrbe(frame);
-    ensure!(cc == 0, "RRBE right after SSKE 0 must report R0 C0 (cc 0)", "cc {cc}");
-    ensure!(probe_read(VA) == Ok(value), "the mapped page is not readable");
+    ensure!(
+        cc == 0,
+        "RRBE right after SSKE 0 must report R0 C0 (cc 0): cc {cc}"
+    );
+    ensure!(
+        probe_read(VA) == Ok(value),
+        "the mapped page is not readable"
+    );
     let cc = skey::rrbe(frame);
-    ensure!(cc == 2, "RRBE after a read through DAT must report R1 C0 (cc 2)", "cc {cc}");
+    ensure!(
+        cc == 2,
+        "RRBE after a read through DAT must report R1 C0 (cc 2): cc {cc}"
+    );
     let cc = skey::rrbe(frame);
-    ensure!(cc == 0, "RRBE after a reset must report R0 C0 (cc 0)", "cc {cc}");
+    ensure!(
+        cc == 0,
+        "RRBE after a reset must report R0 C0 (cc 0): cc {cc}"
+    );
     Ok(())
 }
 
-fn storage_key_change_bit() -> Result<(), &'static str> {
+fn storage_key_change_bit() -> Outcome {
     let frame = frame_with(0)?;
     let (root, _) = space_with_page(VA, frame, 0)?;
     switch_to(root);
     skey::sske(frame, 0);
     ensure!(probe_read(VA) == Ok(0), "the mapped page is not readable");
     let key = skey::iske(frame);
-    ensure!(key & (KEY_REFERENCE | KEY_CHANGE) == KEY_REFERENCE, "after a read: R set, C clear", "key {key:#x}");
+    ensure!(
+        key & (KEY_REFERENCE | KEY_CHANGE) == KEY_REFERENCE,
+        "after a read: R set, C clear: key {key:#x}"
+    );
     probe_write(VA, 7).map_err(|_| "a store to a writable page faulted")?;
     let key = skey::iske(frame);
-    ensure!(key & KEY_CHANGE != 0, "a store through DAT must set the change bit", "key {key:#x}");
+    ensure!(
+        key & KEY_CHANGE != 0,
+        "a store through DAT must set the change bit: key {key:#x}"
+    );
     Ok(())
 }
