@@ -274,7 +274,10 @@ fn age_notifiers<K: Kernel>(head: &NotifierHead<K>, span: PageRange) -> bool {
     head.clear_flush_young(span)
 }
 
-/// Whether the notifier step runs. Only deliberately broken test builds
+/// Whether the notifier step runs: the per-page calls here, and the range
+/// pair the head delivers. Only deliberately broken test builds
 /// (`--cfg mmu_notifier_broken="no-notify"`, never a real build) turn it
-/// off, so the negative checks can prove the suites then fail.
+/// off, so the negative checks can prove the suites then fail (the range
+/// pair included, so that drivers that rely on it alone are caught too).
+/// `release` is not part of it.
 pub(crate) const NOTIFY: bool = !cfg!(mmu_notifier_broken = "no-notify");

@@ -218,7 +218,7 @@ impl<K: Kernel> NotifierHead<K> {
         });
         #[cfg(any(debug_assertions, loom))]
         self.check_interest_covers(guard.snap);
-        if self.wants(Callbacks::RANGE) {
+        if crate::pgtable::NOTIFY && self.wants(Callbacks::RANGE) {
             guard.to_end = usize::MAX;
             self.walk(guard.snap, Callbacks::RANGE, |n, vt| {
                 // SAFETY: 1. the list's pointer to a node with its own
@@ -248,7 +248,7 @@ impl<K: Kernel> NotifierHead<K> {
             blockable: false,
             ..range
         });
-        if !self.wants(Callbacks::RANGE) {
+        if !crate::pgtable::NOTIFY || !self.wants(Callbacks::RANGE) {
             return Ok(guard);
         }
         let mut started = 0usize;
