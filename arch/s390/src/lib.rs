@@ -2,7 +2,7 @@
 //! formats and the hardware primitives behind [`mmu_notifier_core::Arch`].
 //!
 //! # What this crate owns, and what it must not
-//! - [`dat`]: region-, segment- and page-table entries and the ASCE as
+//! - [`entry`](crate::PageTableEntry): region-, segment- and page-table entries and the ASCE as
 //!   `#[repr(transparent)]` words with bitflags, IBM bit numbers in the docs;
 //! - [`S390x`]: the [`Arch`](mmu_notifier_core::Arch) implementation
 //!   (geometry, encodings, IPTE/IDTE/RRBE/ISKE/CSP);
@@ -75,9 +75,9 @@
     missing_docs
 )]
 
-mod arch;
-pub mod dat;
-mod hw;
+mod entry;
+mod instr;
+mod paging;
 
-pub use arch::S390x;
-pub use dat::{ibm_bit, Asce, PageTableEntry, RegionTableEntry, SegmentTableEntry, TableType};
+pub use paging::S390x;
+pub use entry::{ibm_bit, Asce, PageTableEntry, RegionTableEntry, SegmentTableEntry, TableType};
