@@ -16,7 +16,7 @@
 //! of every CPU in one instruction. So [`S390x`] overrides
 //! `ptep_clear_flush` to be that instruction, discharging the flush
 //! obligation with `PendingFlush::assume_flushed`, and `flush_tlb_page` is
-//! a no-op. The 2008 "mmu notifiers #v6" seed had to patch s390's
+//! a no-op. The 2008 "mmu notifiers #v6" patch had to change s390's
 //! `ptep_clear_flush` by hand to add the notifier call, and forgot s390's
 //! `ptep_clear_flush_young`, so aging never reached secondary MMUs there.
 //! Here both overrides are mere hardware primitives:
