@@ -56,7 +56,10 @@ pub(crate) unsafe fn ipte(pte: &AtomicU64, pte_real: u64, va: u64) {
         }
     } else {
         let _ = (pte_real, va);
-        pte.fetch_or(crate::entry::PageTableEntry::INVALID.bits(), Ordering::AcqRel);
+        pte.fetch_or(
+            crate::entry::PageTableEntry::INVALID.bits(),
+            Ordering::AcqRel,
+        );
     }
 }
 

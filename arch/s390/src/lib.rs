@@ -79,5 +79,5 @@ mod entry;
 mod instr;
 mod paging;
 
-pub use paging::S390x;
 pub use entry::{ibm_bit, Asce, PageTableEntry, RegionTableEntry, SegmentTableEntry, TableType};
+pub use paging::S390x;
