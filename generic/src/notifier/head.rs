@@ -144,7 +144,11 @@ impl<K: Kernel> NotifierHead<K> {
         }
     }
 
-    /// Registers `sub` on this head.
+    /// Registers `sub` on this head. It must be pinned (its address is on
+    /// the list): `let sub = core::pin::pin!(Subscription::new(n));` then
+    /// `head.register(sub.as_ref())`, or `Box::pin`, or a `static` with
+    /// `Pin::static_ref`. Passing a plain `&sub` fails to compile with
+    /// E0308 ("expected `Pin<&Subscription<..>>`").
     ///
     /// Returns once every range invalidation that was in flight has ended,
     /// so the notifier starts with a consistent view: every invalidation it
