@@ -14,10 +14,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::{miri_cache_home, msrv, MIRI_TARGETS, MIRI_TOOLCHAIN};
+use crate::arch::Arch;
+use crate::toolchain::{miri_cache_home, msrv, MIRI_TARGETS, MIRI_TOOLCHAIN};
 
-/// Targets the active toolchain needs (kernels, cross clippy).
-const TARGETS: &[&str] = &["x86_64-unknown-none", "s390x-unknown-linux-gnu"];
+/// Targets the active toolchain needs: the kernels' (and the cross clippy
+/// steps') of every arch.
+const TARGETS: [Arch; 2] = Arch::ALL;
 /// Components the active toolchain needs.
 const COMPONENTS: &[&str] = &["clippy", "rustfmt"];
 /// Components of the pinned nightly.
@@ -125,7 +127,7 @@ fn has_item(installed: &[String], name: &str, host: &str) -> bool {
 
 fn targets() -> Result<(), String> {
     let installed = lines("rustup", &["target", "list", "--installed"])?;
-    for target in TARGETS {
+    for target in TARGETS.map(Arch::triple) {
         if has_item(&installed, target, "") {
             println!("rust target {target}: present");
         } else {
@@ -209,10 +211,10 @@ fn miri_sysroots() -> Result<(), String> {
     let plus = format!("+{MIRI_TOOLCHAIN}");
     for target in MIRI_TARGETS {
         let mut args = vec![plus.as_str(), "miri", "setup"];
-        if let Some(t) = target {
-            args.extend(["--target", t]);
+        if let Some(arch) = target {
+            args.extend(["--target", arch.triple()]);
         }
-        let label = target.unwrap_or("host");
+        let label = target.map_or("host", Arch::triple);
         // A first build takes a minute: say what we wait for.
         print!("miri sysroot ({label}): ");
         let _ = std::io::Write::flush(&mut std::io::stdout());
