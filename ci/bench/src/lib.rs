@@ -9,10 +9,15 @@
 //! `BENCHMARKS.md`. Nothing here asserts a time.
 //!
 //! It uses the public API of the core only, as a kernel would, and owns no
-//! part of the protocol: if a figure is bad, the fix is in the core.
+//! part of the protocol: if a figure is bad, the fix is in the core. Every
+//! head, subscription and address space is constructed in [`api`], the one
+//! module to change when the core's constructors change; the parameters
+//! (counts, sizes, benchmark ids) come from `mmu-notifier-bench-params`,
+//! which `cargo xtask bench` reads too. A third driver, `scaling`
+//! (`src/bin/scaling.rs`, figure 7), measures reader scaling with
+//! [`scaling`] and builds as one static binary.
 
 use core::hint::black_box;
-use core::pin::Pin;
 use core::sync::atomic::{
     AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
@@ -21,21 +26,21 @@ use core::sync::atomic::{
 use mmu_notifier_core::arch::{Arch, Entry, Prot, PteSlot};
 use mmu_notifier_core::notifier::{Again, Callbacks, Event, InvalidateRange};
 use mmu_notifier_core::{
-    ptep_clear_flush_notify, ptep_clear_flush_young_notify, AddressSpace, Error, MmuNotifier,
-    NotifierHead, PageRange, PhysAddr, Reusable, Subscription, VirtAddr,
+    ptep_clear_flush_notify, ptep_clear_flush_young_notify, Error, MmuNotifier, PageRange,
+    PhysAddr, Reusable, VirtAddr,
 };
 use mmu_notifier_emu::Emu;
+
+pub mod api;
+pub mod scaling;
+
+pub use api::{Head, Mm};
+pub use mmu_notifier_bench_params as params;
+pub use params::ZapWith;
 
 /// Whether this build has the notifier list (`false`: the compiled-out
 /// baseline of figure 1).
 pub const NOTIFIER: bool = cfg!(feature = "notifier");
-
-/// Registered notifiers in the dispatch figures.
-pub const DISPATCH_COUNTS: [usize; 4] = [1, 4, 16, 64];
-/// Registered notifiers in the churn figures.
-pub const CHURN_COUNTS: [usize; 3] = [1, 4, 16];
-/// Zap sizes in pages; the last is the 2^18.
-pub const ZAP_PAGES: [usize; 3] = [1 << 12, 1 << 15, 1 << 18];
 
 /// Where the benchmarks map their pages (1 GiB-aligned, so a 2^18-page
 /// zap fills whole last-level tables).
@@ -50,16 +55,6 @@ const ACCESSED: u64 = 1 << 5;
 /// unless an emulated CPU accesses it, and the benchmarks never do, so a
 /// 2^18-page mapping needs no gigabyte of host memory.
 const FAKE_FRAMES: u64 = 1 << 40;
-
-/// An address space on the emulated MMU, which is also its frame allocator.
-pub type Mm<'e> = AddressSpace<'e, Emu, Emu>;
-
-/// The emulated machine every benchmark runs on: one CPU, so every TLB
-/// flush costs as little as the emulator allows and the notifier's share
-/// of an operation is, if anything, overstated.
-pub fn machine() -> Emu {
-    Emu::new(1)
-}
 
 /// A notifier that does nothing observable: every callback only hides its
 /// argument from the optimiser. What remains is the dispatch itself. It
@@ -214,36 +209,6 @@ impl MmuNotifier for PageWorker {
     }
 }
 
-/// Which notifier figure 4's zap runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZapWith {
-    /// Nobody registered: the baseline.
-    Nobody,
-    /// One [`RangeWorker`].
-    Range,
-    /// One [`PageWorker`].
-    Page,
-}
-
-impl ZapWith {
-    /// All variants, baseline first.
-    pub const ALL: [ZapWith; 3] = [ZapWith::Nobody, ZapWith::Range, ZapWith::Page];
-
-    /// The name used in benchmark ids and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ZapWith::Nobody => "nobody",
-            ZapWith::Range => "range",
-            ZapWith::Page => "page",
-        }
-    }
-
-    /// The variant called `name`.
-    pub fn parse(name: &str) -> Option<ZapWith> {
-        ZapWith::ALL.into_iter().find(|z| z.name() == name)
-    }
-}
-
 /// The callbacks the baselines call, as a trait object: what a hand-written
 /// list stores. Every [`MmuNotifier`] is one (`MmuNotifier` itself need not
 /// be dyn-compatible: the core type-erases it its own way).
@@ -347,7 +312,7 @@ impl<'n> LockedList<'n> {
 
 /// A range start and its end on the real list, with nothing in between.
 #[inline]
-pub fn head_range(head: &NotifierHead, range: InvalidateRange) {
+pub fn head_range(head: &Head, range: InvalidateRange) {
     head.invalidate_range_start(range).end();
 }
 
@@ -357,24 +322,10 @@ pub fn one_page_range() -> InvalidateRange {
     InvalidateRange::new(range, Event::Unmap)
 }
 
-/// A pinned, registered subscription of `n` on `head`.
-///
-/// # Errors
-/// What [`NotifierHead::register`] returns (without the `notifier`
-/// feature: always [`Error::NotifiersDisabled`]).
-pub fn subscribe<'h, N: MmuNotifier>(
-    head: &'h NotifierHead,
-    n: N,
-) -> Result<Pin<Box<Subscription<'h, N>>>, Error> {
-    let sub = Box::pin(Subscription::new(n));
-    head.register(sub.as_ref())?;
-    Ok(sub)
-}
-
 /// Maps `pages` base pages from `first` to fake frames.
 ///
 /// # Errors
-/// What [`AddressSpace::map`] returns.
+/// What [`mmu_notifier_core::AddressSpace::map`] returns.
 pub fn map_pages(mm: &Mm<'_>, first: VirtAddr, pages: usize) -> Result<(), Error> {
     let prot = Prot::READ | Prot::WRITE | Prot::USER;
     for i in 0..pages as u64 {
@@ -430,7 +381,7 @@ pub fn leaf_entry<'e>(emu: &'e Emu, mm: &Mm<'e>, va: VirtAddr) -> Option<&'e Ato
 /// address space.
 pub struct Armed<'e> {
     emu: &'e Emu,
-    head: &'e NotifierHead,
+    head: &'e Head,
     entry: &'e AtomicU64,
     va: VirtAddr,
     leaf: u64,
@@ -502,8 +453,8 @@ mod tests {
 
     #[test]
     fn armed_page_is_cleared_flushed_and_mapped_again() {
-        let emu = machine();
-        let mm = Mm::new(&emu, &emu).expect("root table");
+        let emu = api::machine();
+        let mm = api::address_space(&emu).expect("root table");
         let armed = Armed::new(&emu, &mm, BASE).expect("map");
         let flushes = emu.flush_count();
         assert!(
@@ -524,9 +475,9 @@ mod tests {
     #[cfg(feature = "notifier")]
     #[test]
     fn zap_reaches_a_registered_notifier_per_page_and_once_per_range() {
-        let emu = machine();
-        let mm = Mm::new(&emu, &emu).expect("root table");
-        let sub = subscribe(mm.notifiers(), Counting::default()).expect("register");
+        let emu = api::machine();
+        let mm = api::address_space(&emu).expect("root table");
+        let sub = api::subscribe(mm.notifiers(), Counting::default()).expect("register");
         map_pages(&mm, BASE, 64).expect("map");
         assert_eq!(zap(&mm, 64), 64, "every mapped page is zapped");
         let c = sub.notifier();
@@ -560,9 +511,6 @@ pub mod interval {
     use super::{black_box, Again, InvalidateRange, MmuNotifier, PageRange, VirtAddr, BASE, PAGE};
     use mmu_notifier_core::interval::{IntervalOps, IntervalSub};
     use mmu_notifier_core::notifier::Event;
-
-    /// Subscriptions in figure 5.
-    pub const COUNTS: [usize; 3] = [10, 1_000, 100_000];
 
     /// A device whose interval callback does the protocol's minimum: record
     /// the sequence (no driver lock: nothing faults in the benchmark).

@@ -6,7 +6,9 @@
 //! the typed arches (`arch`) and packages (`package`), the toolchains
 //! (`toolchain`) and running cargo for the matrix (`process`).
 //!
-//! Only std: this crate must build before anything else is installed.
+//! Its dependencies are serde_json (criterion's and cargo's JSON) and the
+//! benchmark parameters of `ci/bench-params`, which has none: it must build
+//! before anything else is installed.
 
 mod arch;
 mod bench;
@@ -26,7 +28,8 @@ const USAGE: &str = "usage: cargo xtask <command>\n\
     \n  test [--only STAGE[,STAGE]] [--skip STAGE[,STAGE]] [--list]\
     \n                        the whole test matrix; stages: fmt clippy test package doc loom miri qemu negative msrv\
     \n  demo                  boot the demo kernels\
-    \n  bench [--check]       run the benchmarks, rewrite BENCHMARKS.md (--check: idle instruction counts only)\
+    \n  bench [--check | --scaling | --scaling-from FILE] [--threads N,N,...]\
+    \n                        run the benchmarks, rewrite BENCHMARKS.md (see `cargo xtask bench --help`)\
     \n  qemu --arch x86_64|s390x|all [--smp N] [--kvm] [--broken VARIANT] [--demo] [--defmt] [--kernel NAME[,NAME]] [-- FILTER]\n";
 
 fn usage() -> ExitCode {
@@ -57,7 +60,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("bench") => bench::run(&root()),
+        Some("bench") => bench::cmd(rest, &root()),
         Some("test") => match test::cmd(rest, &root()) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -15,6 +15,8 @@ pub enum Package {
     S390,
     /// The emulated MMU, `arch/emu`.
     Emu,
+    /// The benchmarks, `ci/bench`.
+    Bench,
 }
 
 impl Package {
@@ -35,6 +37,7 @@ impl Package {
             Package::X86 => "mmu-notifier-x86",
             Package::S390 => "mmu-notifier-s390",
             Package::Emu => "mmu-notifier-emu",
+            Package::Bench => "mmu-notifier-bench",
         }
     }
 }
@@ -49,12 +52,13 @@ mod tests {
     use super::*;
 
     /// Every package, with its directory.
-    const ALL: [(Package, &str); 5] = [
+    const ALL: [(Package, &str); 6] = [
         (Package::Facade, "."),
         (Package::Core, "generic"),
         (Package::X86, "arch/x86"),
         (Package::S390, "arch/s390"),
         (Package::Emu, "arch/emu"),
+        (Package::Bench, "ci/bench"),
     ];
 
     /// The `name = "..."` of the `[package]` table of a manifest.
