@@ -100,8 +100,13 @@ impl Op {
 /// The list a dispatch benchmark walks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum List {
-    /// The core's notifier list (`NotifierHead`).
+    /// The core's notifier list (`NotifierHead`) on host threads whose
+    /// readers need no fence (`StdThreads`: `membarrier` orders them).
     Head,
+    /// The same list on host threads whose readers fence
+    /// (`StdThreadsFenced`): what a kernel without a barrier on every CPU
+    /// gets.
+    HeadFenced,
     /// The physical limit: a plain loop over a slice of `&dyn`.
     Limit,
     /// What a kernel writes by hand: `spin::RwLock<Vec<&dyn>>`.
@@ -109,13 +114,14 @@ pub enum List {
 }
 
 impl List {
-    /// All three, in report order.
-    pub const ALL: [List; 3] = [List::Head, List::Limit, List::Lock];
+    /// All of them, in report order.
+    pub const ALL: [List; 4] = [List::Head, List::HeadFenced, List::Limit, List::Lock];
 
     /// Its name in benchmark ids and reports.
     pub fn name(self) -> &'static str {
         match self {
             List::Head => "list",
+            List::HeadFenced => "list-fenced",
             List::Limit => "limit",
             List::Lock => "lock",
         }
@@ -125,6 +131,7 @@ impl List {
     pub fn label(self) -> &'static str {
         match self {
             List::Head => "notifier list",
+            List::HeadFenced => "notifier list, fenced readers",
             List::Limit => "limit (slice of `&dyn`)",
             List::Lock => "`spin::RwLock<Vec<&dyn>>`",
         }

@@ -13,7 +13,7 @@ use core::pin::Pin;
 
 #[cfg(feature = "notifier")]
 use mmu_notifier_core::interval::{IntervalNotifiers, IntervalOps, IntervalSub};
-use mmu_notifier_core::kernel::StdThreads;
+use mmu_notifier_core::kernel::{Kernel as CoreKernel, StdThreads, StdThreadsFenced};
 use mmu_notifier_core::{AddressSpace, Error, MmuNotifier, NotifierHead, Subscription};
 use mmu_notifier_emu::Emu;
 
@@ -21,7 +21,9 @@ use mmu_notifier_emu::Emu;
 pub type Kernel = StdThreads;
 /// The notifier head every benchmark measures.
 pub type Head = NotifierHead<Kernel>;
-/// A subscription on a [`Head`].
+/// The list on host threads whose readers fence (figure 7's comparison).
+pub type HeadFenced = NotifierHead<StdThreadsFenced>;
+/// A subscription on a [`Head`] (or a [`HeadFenced`]).
 pub type Sub<'h, N> = Subscription<'h, N>;
 /// An address space on the emulated MMU, which is also its frame
 /// allocator; its head is a [`Head`].
@@ -29,6 +31,11 @@ pub type Mm<'e> = AddressSpace<'e, Emu, Emu, Kernel>;
 
 /// An empty head.
 pub fn head() -> Head {
+    NotifierHead::for_kernel()
+}
+
+/// An empty head whose readers fence.
+pub fn head_fenced() -> HeadFenced {
     NotifierHead::for_kernel()
 }
 
@@ -42,7 +49,10 @@ pub fn subscription<'h, N: MmuNotifier>(n: N) -> Pin<Box<Sub<'h, N>>> {
 /// # Errors
 /// What [`NotifierHead::register`] returns (without the `notifier`
 /// feature: always [`Error::NotifiersDisabled`]).
-pub fn register<'h, N: MmuNotifier>(head: &'h Head, sub: Pin<&Sub<'h, N>>) -> Result<(), Error> {
+pub fn register<'h, K: CoreKernel, N: MmuNotifier>(
+    head: &'h NotifierHead<K>,
+    sub: Pin<&Sub<'h, N>>,
+) -> Result<(), Error> {
     head.register(sub)
 }
 
@@ -58,7 +68,10 @@ pub fn unregister<N: MmuNotifier>(head: &Head, sub: Pin<&Sub<'_, N>>) -> Result<
 ///
 /// # Errors
 /// What [`register`] returns.
-pub fn subscribe<'h, N: MmuNotifier>(head: &'h Head, n: N) -> Result<Pin<Box<Sub<'h, N>>>, Error> {
+pub fn subscribe<'h, K: CoreKernel, N: MmuNotifier>(
+    head: &'h NotifierHead<K>,
+    n: N,
+) -> Result<Pin<Box<Sub<'h, N>>>, Error> {
     let sub = subscription(n);
     register(head, sub.as_ref())?;
     Ok(sub)

@@ -317,7 +317,10 @@ impl<'n> LockedList<'n> {
 
 /// A range start and its end on the real list, with nothing in between.
 #[inline]
-pub fn head_range(head: &Head, range: InvalidateRange) {
+pub fn head_range<K: mmu_notifier_core::kernel::Kernel>(
+    head: &mmu_notifier_core::NotifierHead<K>,
+    range: InvalidateRange,
+) {
     head.invalidate_range_start(range).end();
 }
 

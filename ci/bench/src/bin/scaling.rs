@@ -1,6 +1,7 @@
 //! Figure 7, reader scaling: total `invalidate_page` (and range start +
 //! end) calls per second with T threads calling at once on one shared
-//! list, for the notifier list, the slice limit and the lock-based list,
+//! list, for the notifier list (fence-free and fenced readers), the slice
+//! limit and the lock-based list,
 //! with one do-nothing notifier registered.
 //!
 //! ```text
@@ -121,6 +122,11 @@ fn run(a: &Args) -> Result<Report, String> {
         .map(|_| api::subscribe(&head, Sink::default()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("registering a notifier: {e:?}"))?;
+    let fenced = api::head_fenced();
+    let _fenced_subs = (0..SCALING_NOTIFIERS)
+        .map(|_| api::subscribe(&fenced, Sink::default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("registering a notifier: {e:?}"))?;
     let sinks = [Sink::default(); SCALING_NOTIFIERS];
     let dyns: Vec<&dyn DynNotifier> = sinks.iter().map(|s| s as &dyn DynNotifier).collect();
     let slice = SliceList(&dyns);
@@ -139,6 +145,9 @@ fn run(a: &Args) -> Result<Report, String> {
                         (Op::Page, List::Head) => {
                             measure(&|| head.invalidate_page(black_box(BASE)), t, pin, timing)
                         }
+                        (Op::Page, List::HeadFenced) => {
+                            measure(&|| fenced.invalidate_page(black_box(BASE)), t, pin, timing)
+                        }
                         (Op::Page, List::Limit) => measure(
                             &|| black_box(slice).invalidate_page(black_box(BASE)),
                             t,
@@ -150,6 +159,9 @@ fn run(a: &Args) -> Result<Report, String> {
                         }
                         (Op::Range, List::Head) => {
                             measure(&|| head_range(&head, black_box(range)), t, pin, timing)
+                        }
+                        (Op::Range, List::HeadFenced) => {
+                            measure(&|| head_range(&fenced, black_box(range)), t, pin, timing)
                         }
                         (Op::Range, List::Limit) => measure(
                             &|| black_box(slice).invalidate_range(black_box(&range)),

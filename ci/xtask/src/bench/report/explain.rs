@@ -1,6 +1,9 @@
 //! The reasons `BENCHMARKS.md` gives next to a figure: what in the core
-//! (as it was when these were written: one shared SRCU read-side counter,
-//! a linked list with per-node liveness checks) makes a figure what it is.
+//! (as it was when these were written: per-CPU SRCU reader slots, on
+//! `StdThreads` with fence-free readers ordered by `membarrier`; a linked
+//! list whose range walks check each node's generation window; the
+//! notifier step of the page-table helpers in a cold function) makes a
+//! figure what it is.
 //! The numbers beside them are measured on every run; these words are
 //! not, so they sit here, in one place, to be rewritten when the core
 //! changes. Every function names the figure it explains.
@@ -24,10 +27,9 @@ pub fn idle_inlining(hook: Hook, out_of_line: [Option<bool>; 2]) -> String {
     match out_of_line {
         [Some(true), Some(false)] => format!(
             ". In the timed binaries the feature-off `{name}_notify` is inlined into the loop \
-             while the feature-on one, larger by the notifier calls, is an out-of-line call \
-             (with its register saves and restores): a cost the hook adds through inlining, \
-             beyond its own instructions. A fast path of only the `has_notifiers()` test, \
-             with everything else in a `#[cold]` function, would keep both inlinable"
+             while the feature-on one is an out-of-line call (with its register saves and \
+             restores), although its notifier step is already a `#[cold]` function: the \
+             compiler's inlining budget, not the hook's own instructions"
         ),
         [Some(a), Some(b)] if a == b => format!(
             ". `{name}_notify` is {} in both timed binaries",
@@ -39,18 +41,17 @@ pub fn idle_inlining(hook: Hook, out_of_line: [Option<bool>; 2]) -> String {
 
 /// Figure 1, instructions.
 pub fn idle_insns(hook: Hook, extra: f64) -> String {
-    let name = hook.function();
     format!(
-        "with nobody listening the hook should be one load, one test and one branch \
-         (3 instructions); everything `{name}_notify` computes before that test is paid \
-         by every call ({extra:+.0} here). In `generic/src/pgtable.rs` when this was written: \
-         the leaf's span (`leaf_range`, a `PageRange::new` with its checks) is \
-         built unconditionally{}, which the feature-off build compiles away. Fix: test \
-         `head.has_notifiers()` (or `wants(..)`) first and build the span inside the \
-         cold path",
+        "with nobody listening `{}_notify` adds one relaxed load of the head's interest word, \
+         one test and one branch (3 instructions); the notifier step is a `#[cold]` function \
+         ({extra:+.0} here). {}",
+        hook.function(),
         match hook {
-            Hook::ClearFlush => ", and the huge-leaf level test runs before anybody is asked",
-            Hook::Young => ", and the skipped call's `false` is still merged into the result",
+            Hook::ClearFlush => {
+                "The checks before it (the leaf is inside the announced range, and its span) \
+                 run in both builds; a difference below zero is the two builds' code layout"
+            }
+            Hook::Young => "The leaf check before it runs in both builds",
         }
     )
 }
@@ -58,20 +59,23 @@ pub fn idle_insns(hook: Hook, extra: f64) -> String {
 /// Figure 2, the list against the slice limit.
 pub fn dispatch_vs_limit(op: Op, threads: usize) -> String {
     let mut why = String::from(
-        "every walk pays a fixed entry cost the slice loop does not (a read-side section and a \
-         generation snapshot) and per notifier a node hop and a liveness check besides the \
-         indirect call; the fixed cost weighs most at few notifiers",
+        "every walk pays a fixed cost the slice loop does not: the interest test, a read-side \
+         section (the thread's CPU index from thread-local storage, a load and a store to its \
+         own reader slot to enter and again to leave) and per notifier a node hop (a dependent \
+         load of `next`) and its callback mask besides the indirect call; the fixed cost \
+         weighs most at few notifiers",
     );
     if op == Op::Range {
         why.push_str(
-            "; a range does it through `invalidate_range_start` and the guard's drop: two walks of \
-             the list and the guard's bookkeeping",
+            "; a range does it twice, in `invalidate_range_start` and in the guard's `end`, \
+             and checks each node's generation window against the start's snapshot so that \
+             both halves reach the same notifiers",
         );
     }
     if threads > 1 {
         why.push_str(
-            "; with more threads a shared read-side counter bounces between the cores on every \
-             call, which the slice loop never writes",
+            "; more threads write only their own slots, so what a second thread adds here is \
+             the machine's (figure 7 shows the slice loop's own scaling on it)",
         );
     }
     why
@@ -80,14 +84,16 @@ pub fn dispatch_vs_limit(op: Op, threads: usize) -> String {
 /// Figure 2, the list against the lock-based list.
 pub fn dispatch_vs_lock(op: Op) -> String {
     format!(
-        "a reader that enters the read side with a locked add on one shared counter and leaves \
-         with a locked sub does the same two atomic operations as the reader-writer lock, on a \
-         cache line that readers bounce just as much; {}",
+        "the lock's reader is a locked add and a locked sub on one shared word, the list's \
+         two plain stores to its own slot; {}",
         match op {
-            Op::Range => "a range also snapshots the generation and walks the list twice",
+            Op::Range => {
+                "but a range walks the list twice and checks generations, where the lock \
+                 walks its slice twice under one read lock"
+            }
             Op::Page => {
-                "the list is linked nodes (a load per hop plus a liveness check) where the \
-                 lock's is a slice"
+                "but the list is linked nodes (a dependent load per hop) where the lock's is \
+                 a slice, which weighs most with many notifiers"
             }
         }
     )
@@ -95,9 +101,10 @@ pub fn dispatch_vs_lock(op: Op) -> String {
 
 /// Figure 3.
 pub fn churn() -> &'static str {
-    "every registration publishes a node and waits for grace periods; the readers' counter \
-     and the list head are written by the writer's core each time, and half of the time one \
-     more notifier is on the list"
+    "every registration and unregistration links or unlinks a node (the reader's next loads \
+     of the list and the interest word miss in its cache) and waits for grace periods, each \
+     a `membarrier` that interrupts every CPU running the process, the reader's included; \
+     half of the time one more notifier is on the list"
 }
 
 /// Figure 4, the range worker's share.
@@ -132,11 +139,13 @@ pub fn interval_growth() -> &'static str {
 /// Figure 7.
 pub fn scaling(op: Op) -> String {
     format!(
-        "readers that write shared memory on every call ({}) serialise on that cache line: \
-         each added thread takes it from the others instead of adding throughput",
+        "a reader writes only its own CPU's 128-byte slot and reads lines that only writers \
+         change ({}), so the read side has no shared write to serialise on; where the slice \
+         loop, which writes nothing, falls short as well, the machine holds the threads back \
+         (the vCPUs of a shared virtual machine are not idle cores of their own)",
         match op {
-            Op::Page => "a read-side counter",
-            Op::Range => "a read-side counter, and the range's bookkeeping",
+            Op::Page => "the epoch, the list's head and nodes",
+            Op::Range => "the epoch, the list's head, nodes and generation",
         }
     )
 }

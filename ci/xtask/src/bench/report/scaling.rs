@@ -141,7 +141,7 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         w,
-        "| operation | T | list (M calls/s) | per thread / 1 thread | goal | limit (M calls/s) | per thread / 1 thread | lock-based (M calls/s) | per thread / 1 thread |\n|---|---|---|---|---|---|---|---|---|"
+        "| operation | T | list (M calls/s) | per thread / 1 thread | goal | list, fenced readers (M calls/s) | per thread / 1 thread | limit (M calls/s) | per thread / 1 thread | lock-based (M calls/s) | per thread / 1 thread |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for op in Op::ALL {
         for t in r.thread_counts() {
@@ -157,10 +157,12 @@ pub fn table(r: &Report) -> String {
             };
             let _ = writeln!(
                 w,
-                "| {} | {t} | {:.1} | {:.2}× | {goal} | {:.1} | {:.2}× | {:.1} | {:.2}× |",
+                "| {} | {t} | {:.1} | {:.2}× | {goal} | {:.1} | {:.2}× | {:.1} | {:.2}× | {:.1} | {:.2}× |",
                 op.label(),
                 rate(List::Head),
                 ratio(List::Head),
+                rate(List::HeadFenced),
+                ratio(List::HeadFenced),
                 rate(List::Limit),
                 ratio(List::Limit),
                 rate(List::Lock),
@@ -331,7 +333,9 @@ mod tests {
             "T > nproc does not count against the goal"
         );
         assert!(
-            table(&r).contains("| 4 | 12.0 | 0.03× | more threads than CPUs | 400.0 | 1.00× |"),
+            table(&r).contains(
+                "| 4 | 12.0 | 0.03× | more threads than CPUs | 400.0 | 1.00× | 400.0 | 1.00× |"
+            ),
             "but is in the table:\n{}",
             table(&r)
         );
