@@ -44,7 +44,10 @@ pub fn idle_insns(hook: Hook, extra: f64) -> String {
     format!(
         "with nobody listening `{}_notify` adds one relaxed load of the head's interest word, \
          one test and one branch (3 instructions); the notifier step is a `#[cold]` function \
-         ({extra:+.0} here). {}",
+         ({extra:+.0} here; beyond 3 is how the compiler arranges the benchmark's loop around \
+         the branch: in `ptep_clear_flush_young`'s loop the head pointer is spilled and \
+         reloaded and a jump leads back into the loop, as `objdump -d` of \
+         `target/bench/icount-on` against `icount-off` shows). {}",
         hook.function(),
         match hook {
             Hook::ClearFlush => {
