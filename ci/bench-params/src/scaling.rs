@@ -11,7 +11,7 @@ pub const FORMAT: &str = "mmu-notifier-scaling/1";
 
 /// The machine a report was measured on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Machine {
+pub struct Host {
     /// CPUs the process may run on.
     pub nproc: usize,
     /// `model name` of `/proc/cpuinfo`.
@@ -91,7 +91,7 @@ impl Cell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
     /// Where it ran.
-    pub machine: Machine,
+    pub machine: Host,
     /// How.
     pub settings: Settings,
     /// What it measured.

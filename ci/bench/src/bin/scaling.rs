@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mmu_notifier_bench::params::scaling::{Cell, Machine, Report, Settings};
+use mmu_notifier_bench::params::scaling::{Cell, Host, Report, Settings};
 use mmu_notifier_bench::params::{parse_counts, List, Op, SCALING_NOTIFIERS};
 use mmu_notifier_bench::scaling::{allowed_cpus, measure, Timing};
 use mmu_notifier_bench::{
@@ -82,7 +82,7 @@ fn default_threads(nproc: usize) -> Vec<usize> {
     v
 }
 
-fn describe(nproc: usize) -> Machine {
+fn describe(nproc: usize) -> Host {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -92,7 +92,7 @@ fn describe(nproc: usize) -> Machine {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    Machine {
+    Host {
         nproc,
         cpu,
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -23,7 +23,7 @@
 //!
 //! Owns nothing but `BENCHMARKS.md` and `target/bench/`.
 
-mod machine;
+mod host;
 mod parse;
 pub mod report;
 mod run;
@@ -38,7 +38,7 @@ use mmu_notifier_bench_params::{
     churn_readers, parse_counts, Hook, ZapWith, HOOK_COUNTS, ZAP_PAGES,
 };
 
-use machine::Machine;
+use host::Host;
 use report::{LocalScaling, Results, IDLE_MAX_EXTRA_INSNS, IDLE_ROUNDS, MAIN_ROUNDS};
 use run::Binary;
 
@@ -217,7 +217,7 @@ fn scaling_from(root: &Path, file: &str) -> Result<String, String> {
 /// The whole suite; returns the summary table.
 fn full(root: &Path, o: &Opts) -> Result<String, String> {
     let started = Instant::now();
-    let machine = Machine::describe(root);
+    let machine = Host::describe(root);
     let out = run::out_dir(root)?;
     let crit_home = out.join("criterion");
     let _ = std::fs::remove_dir_all(&crit_home);
@@ -313,8 +313,8 @@ fn full(root: &Path, o: &Opts) -> Result<String, String> {
     let md_path = root.join("BENCHMARKS.md");
     let previous = std::fs::read_to_string(&md_path).unwrap_or_default();
     let results = Results {
-        machine: Machine {
-            load_end: machine::load_average(),
+        machine: Host {
+            load_end: host::load_average(),
             ..machine
         },
         build_time,

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use mmu_notifier_bench_params::scaling::{Cell, Machine, Report, Round, Settings, FORMAT};
+use mmu_notifier_bench_params::scaling::{Cell, Host, Report, Round, Settings, FORMAT};
 use mmu_notifier_bench_params::{List, Op};
 use serde_json::Value;
 
@@ -93,7 +93,7 @@ pub fn scaling_report(json: &str) -> Result<Report, String> {
     if format != FORMAT {
         return Err(format!("format {format:?}, expected {FORMAT:?}"));
     }
-    let machine = Machine {
+    let machine = Host {
         nproc: uint_at(&v, "/machine/nproc")? as usize,
         cpu: str_at(&v, "/machine/cpu")?.to_string(),
         kernel: str_at(&v, "/machine/kernel")?.to_string(),
@@ -222,7 +222,7 @@ mod tests {
     #[test]
     fn a_scaling_report_reads_back_what_the_binary_writes() {
         let report = Report {
-            machine: Machine {
+            machine: Host {
                 nproc: 16,
                 cpu: "Some \"CPU\" @ 3 GHz".into(),
                 kernel: "6.1.0".into(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use mmu_notifier_bench_params::scaling::Report as ScalingReport;
 use mmu_notifier_bench_params::{Hook, ZapWith, ICOUNT_N1, ICOUNT_N2};
 
-use super::machine::Machine;
+use super::host::Host;
 use super::run::ZapCount;
 
 /// Figure 1: extra instructions per call of an idle hook.
@@ -62,7 +62,7 @@ pub struct LocalScaling {
 #[derive(Debug, Clone)]
 pub struct Results {
     /// Where.
-    pub machine: Machine,
+    pub machine: Host,
     /// Building the binaries.
     pub build_time: Duration,
     /// The whole run.

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use mmu_notifier_bench_params::scaling::Report;
 use mmu_notifier_bench_params::{List, Op};
 
-use super::super::machine::utc_date;
+use super::super::host::utc_date;
 use super::{all_met, cell_verdict, explain, Row, SCALING_MIN_PER_THREAD};
 
 /// First line of the section from another machine.
@@ -237,7 +237,7 @@ pub fn splice_remote(markdown: &str, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mmu_notifier_bench_params::scaling::{Cell, Machine, Round, Settings};
+    use mmu_notifier_bench_params::scaling::{Cell, Host, Round, Settings};
 
     /// A report where the list's total rate at T threads is `list(T)`
     /// million calls per second and the others scale perfectly.
@@ -264,7 +264,7 @@ mod tests {
             }
         }
         Report {
-            machine: Machine {
+            machine: Host {
                 nproc,
                 cpu: "test CPU".into(),
                 kernel: "6.1".into(),

@@ -5,7 +5,7 @@ use std::process::Command;
 
 /// What the report says about this machine.
 #[derive(Debug, Clone, Default)]
-pub struct Machine {
+pub struct Host {
     /// CPUs available to the run.
     pub nproc: usize,
     /// `model name` of `/proc/cpuinfo`.
@@ -24,9 +24,9 @@ pub struct Machine {
     pub load_end: String,
 }
 
-impl Machine {
+impl Host {
     /// Describes this machine now.
-    pub fn describe(root: &Path) -> Machine {
+    pub fn describe(root: &Path) -> Host {
         let cmd = |prog: &str, args: &[&str]| {
             Command::new(prog)
                 .args(args)
@@ -44,7 +44,7 @@ impl Machine {
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        Machine {
+        Host {
             nproc: nproc(),
             cpu,
             rustc: cmd("rustc", &["-V"]),
