@@ -63,6 +63,7 @@ mod defmt_log;
 mod exit;
 mod frames;
 mod interrupts;
+pub mod iommu;
 mod ktest;
 pub mod machine;
 mod paging;
@@ -71,7 +72,7 @@ pub mod serial;
 pub mod smp;
 mod sync;
 
-pub use apic::tsc_per_ms;
+pub use apic::{map_mmio, tsc_per_ms};
 pub use boot::{accel, cmdline, cmdline_option, filter, Accel};
 pub use cpu::rdtsc;
 pub use percpu::{cpu_id, MAX_CPUS};

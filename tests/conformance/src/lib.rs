@@ -15,6 +15,7 @@
 
 pub mod cases;
 pub mod device;
+pub mod dma;
 pub mod interval_cases;
 pub mod shadow;
 
