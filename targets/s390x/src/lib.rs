@@ -54,6 +54,7 @@ pub mod skey;
 pub mod smp;
 mod sync;
 pub mod test;
+pub mod zpci;
 
 pub use boot::{cmdline, cmdline_arg};
 pub use dat::{activate, ipte, kernel_root, ptlb, TEST_WINDOW};

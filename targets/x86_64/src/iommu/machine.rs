@@ -35,7 +35,7 @@ use super::edu::{self, Edu, EduError};
 use super::pci::{self, Bdf};
 use super::sva::Sva;
 use super::tables::{LegacyRoot, ScalableRoot, SecondLevel};
-use super::vtd::{Vtd, VtdError, VTD_BASE};
+use super::vtd::{Desc, Vtd, VtdError, VTD_BASE};
 use super::{Platform, Spin};
 use crate::machine::{KernelFrames, KernelMachine};
 use crate::{frames, println};
@@ -394,7 +394,15 @@ impl DmaMachine for DmaKernel<'_> {
         f: &mut dyn FnMut(&dyn Bound) -> Outcome,
     ) -> Outcome {
         match (style, &self.mode) {
-            (Style::Shadow, Mode::Legacy(domain)) => shadow::bind(*domain, mm, window, SHADOW_IOVA_BASE, f),
+            (Style::Shadow, Mode::Legacy(domain)) => {
+                // Every binding starts from an empty IOTLB for the domain, so
+                // a driver that skips an invalidation is caught by the case
+                // whose call site needed it, not by a later one.
+                if let Err(e) = self.vtd.invalidate(&[Desc::iotlb_domain(domain.did())]) {
+                    return Err(Failure::new(format_args!("domain flush before binding: {e:?}")));
+                }
+                shadow::bind(*domain, mm, window, SHADOW_IOVA_BASE, f)
+            }
             (Style::Shared, Mode::Scalable(root)) => {
                 let sub = pin!(Subscription::new(Sva::new(self.vtd, root, PASID, DID_SVA)));
                 if let Err(e) = mm.notifiers().register(sub.as_ref()) {

@@ -120,6 +120,12 @@ impl Desc {
         Self { lo: 2 | 1 << 4, hi: 0 }
     }
 
+    /// IOTLB invalidation of everything domain `did` cached (type 2,
+    /// granularity 2: domain-selective).
+    pub const fn iotlb_domain(did: u16) -> Self {
+        Self { lo: 2 | 2 << 4 | (did as u64) << 16, hi: 0 }
+    }
+
     /// IOTLB invalidation of `2^am` pages from `addr` in domain `did`
     /// (type 2, granularity 3: page-selective). `addr` is aligned to the
     /// span.

@@ -245,6 +245,52 @@ pub(crate) fn write_faults<M: DmaMachine>(
     }
 }
 
+/// The device writes to `va`'s page right after a call site changed it:
+/// the write must fault, or reach `frame` (what the CPU tables map now),
+/// and no handed-back frame may change.
+pub(crate) fn write_faults_or_lands<M: DmaMachine>(
+    m: &M,
+    b: &dyn Bound,
+    va: VirtAddr,
+    frame: PhysAddr,
+    quarantine: &Quarantine<'_, M>,
+    what: &str,
+) -> Outcome {
+    let iova = b.iova(va) + DMA_OFFSET;
+    let at = PhysAddr(frame.0 + DMA_OFFSET);
+    let before = m.read_phys(at);
+    let r = m.dma_write(iova);
+    let after = m.read_phys(at);
+    quarantine.check(what)?;
+    match r {
+        Err(DmaError::Fault(f)) => {
+            m.note(format_args!(
+                "{what}: device write to {iova:#x} faulted, reason {:#x} [{}]",
+                f.reason,
+                b.style().name()
+            ));
+            Ok(())
+        }
+        Ok(Some(v)) => {
+            ensure!(
+                after == v,
+                "{what}: device write to {va} missed frame {frame}: stale translation"
+            );
+            Ok(())
+        }
+        Ok(None) => {
+            ensure!(
+                after != before,
+                "{what}: device write to {va} missed frame {frame}: stale translation"
+            );
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(format_args!(
+            "{what}: device write to {iova:#x} failed, no fault record: {e}"
+        ))),
+    }
+}
+
 /// Frames handed back by a call site: poisoned at once (their next owner
 /// writes them), checked after the device's next access, freed at the end.
 pub(crate) struct Quarantine<'m, M: DmaMachine> {
@@ -368,8 +414,11 @@ fn mprotect_read_only_then_device_write_faults<M: DmaMachine>(m: &M, style: Styl
         let before = b.stats().count;
         let r = mm.change_protection(pages(m, 0, 1), prot.difference(Prot::WRITE));
         ensure!(r == Ok(1), "mprotect returned {r:?}");
-        let count = b.stats().count;
-        // The device may map it again, read-only only.
+        // The device still holds the writable translation it used: the
+        // write must fault.
+        write_faults(m, b, v, Some(frame), &q, "after mprotect")?;
+        invalidated(m, b, before, "mprotect")?;
+        // The device may map it again, read-only only, and still not write.
         if style == Style::Shadow {
             let w = b.fault_in(v, true);
             ensure!(
@@ -377,13 +426,8 @@ fn mprotect_read_only_then_device_write_faults<M: DmaMachine>(m: &M, style: Styl
                 "after mprotect: the driver's write fault on a read-only page gave {w:?}"
             );
             fault_in(b, v, false, "after mprotect")?;
+            write_faults(m, b, v, Some(frame), &q, "read-only again")?;
         }
-        write_faults(m, b, v, Some(frame), &q, "after mprotect")?;
-        ensure!(
-            b.stats().count == count,
-            "after mprotect: mapping the page again read-only issued an invalidation"
-        );
-        invalidated(m, b, before, "mprotect")?;
         if let Some(r) = m.dma_read(b.iova(v) + DMA_OFFSET) {
             let want = m.read_phys(PhysAddr(frame.0 + DMA_OFFSET));
             ensure!(
@@ -478,6 +522,9 @@ fn remap_pfn_range_then_dma_reaches_the_remapped_frame<M: DmaMachine>(
             frame_of::<M>(&mm, v) == Some(device_mem),
             "remap_pfn_range did not map the new frame"
         );
+        // Before the device's fault path runs again: its access faults
+        // (shadow: nothing mirrored) or reaches the new frame (shared).
+        write_faults_or_lands(m, b, v, device_mem, &q, "right after remap")?;
         fault_in(b, v, true, "after remap")?;
         write_lands(m, b, v, device_mem, Some(&q), "after remap")
     });
