@@ -10,8 +10,8 @@
 #![no_std]
 #![no_main]
 
-use mmu_notifier_conformance::dma::{cases, demo, DmaMachine};
-use mmu_notifier_conformance::Outcome;
+use mmu_notifier_conformance::dma::cases::{self, Verdict};
+use mmu_notifier_conformance::dma::{demo, DmaMachine};
 use mmu_notifier_kernel_s390x::zpci::machine::{with_dma_kernel, DmaKernel};
 use mmu_notifier_kernel_s390x::{self as h, bytes_in_use, clock, println};
 
@@ -30,6 +30,14 @@ const BUILD: &str = if cfg!(mmu_notifier_broken = "no-iotlb") {
 };
 
 fn main() -> ! {
+    let cpus = match h::smp::init() {
+        Ok(n) => n,
+        Err(e) => {
+            println!("iommu: bringing up the CPUs failed: {e}");
+            println!("0 passed, 1 failed");
+            h::exit_failure()
+        }
+    };
     with_dma_kernel(|k| {
         let k = match k {
             Ok(k) => k,
@@ -42,7 +50,7 @@ fn main() -> ! {
         let f = k.function();
         let q = f.query();
         println!(
-            "iommu: s390x, zPCI function {:#x} (handle {:#010x}, {:04x}:{:04x}, DMA {:#x}..{:#x}), {BUILD} build",
+            "iommu: s390x, {cpus} CPU(s), zPCI function {:#x} (handle {:#010x}, {:04x}:{:04x}, DMA {:#x}..{:#x}), {BUILD} build",
             f.fid(),
             f.handle(),
             q.ids.0,
@@ -75,29 +83,24 @@ fn run_cases(k: &DmaKernel<'_>) -> ! {
     let before = bytes_in_use();
     let mut baseline = before;
     let start = clock::now_us();
-    cases::run(k, filter, &mut |name, style, outcome: Option<&Outcome>| {
+    cases::run(k, filter, &mut |name, style, verdict| {
         let now = bytes_in_use();
         let leaked = now as i64 - baseline as i64;
         baseline = now;
-        match outcome {
-            None => {
+        match verdict {
+            Verdict::Skipped(needs) => {
                 skipped += 1;
-                let why = if name.contains("huge") {
-                    "no EDAT under QEMU TCG, so no huge pages"
-                } else {
-                    "no shared-tables mode on zPCI"
-                };
-                println!("skip {name}: [{}] {why}", style.name());
+                println!("skip {name}: [{}] needs {needs}", style.name());
             }
-            Some(Ok(())) if leaked != 0 => {
+            Verdict::Ran(Ok(())) if leaked != 0 => {
                 failed += 1;
                 println!("FAIL {name}: [{}] passed, but {leaked} bytes of the pool not given back", style.name());
             }
-            Some(Ok(())) => {
+            Verdict::Ran(Ok(())) => {
                 passed += 1;
                 println!("ok   {name}");
             }
-            Some(Err(f)) => {
+            Verdict::Ran(Err(f)) => {
                 failed += 1;
                 println!("FAIL {name}: [{}] {f}", style.name());
             }

@@ -266,4 +266,24 @@ impl DmaMachine for DmaKernel<'_> {
     fn note(&self, args: fmt::Arguments<'_>) {
         println!("     {args}");
     }
+
+    fn cpus(&self) -> usize {
+        crate::smp::online()
+    }
+
+    fn on_other_cpu(&self, f: &(dyn Fn() + Sync)) {
+        assert!(self.cpus() > 1, "on_other_cpu with one CPU online");
+        let r = crate::smp::on_cpus(
+            2,
+            &f,
+            |f, cpu| {
+                if cpu == 1 {
+                    f();
+                }
+                Ok(())
+            },
+            5_000_000,
+        );
+        assert!(r.is_ok(), "the job on CPU 1 failed: {r:?}");
+    }
 }

@@ -11,8 +11,8 @@
 #![no_std]
 #![no_main]
 
-use mmu_notifier_conformance::dma::{cases, demo, DmaMachine};
-use mmu_notifier_conformance::Outcome;
+use mmu_notifier_conformance::dma::cases::{self, Verdict};
+use mmu_notifier_conformance::dma::{demo, DmaMachine};
 use mmu_notifier_kernel_x86_64::iommu::machine::{with_dma_kernel, DmaKernel};
 use mmu_notifier_kernel_x86_64::{self as h, Tally};
 
@@ -62,17 +62,17 @@ fn run_cases(k: &DmaKernel<'_>) -> ! {
     let before = h::frames_in_use();
     let mut baseline = before;
     let start = h::rdtsc();
-    cases::run(k, h::filter().unwrap_or(""), &mut |name, style, outcome: Option<&Outcome>| {
+    cases::run(k, h::filter().unwrap_or(""), &mut |name, style, verdict| {
         let now = h::frames_in_use();
         let leaked = now.wrapping_sub(baseline) as isize;
         baseline = now;
-        match outcome {
-            None => tally.skip(name, format_args!("[{}] does not apply to this machine", style.name())),
-            Some(Ok(())) if leaked != 0 => {
+        match verdict {
+            Verdict::Skipped(needs) => tally.skip(name, format_args!("[{}] needs {needs}", style.name())),
+            Verdict::Ran(Ok(())) if leaked != 0 => {
                 tally.fail(name, format_args!("[{}] passed, but {leaked} frame(s) not freed", style.name()))
             }
-            Some(Ok(())) => tally.pass(name),
-            Some(Err(f)) => tally.fail(name, format_args!("[{}] {f}", style.name())),
+            Verdict::Ran(Ok(())) => tally.pass(name),
+            Verdict::Ran(Err(f)) => tally.fail(name, format_args!("[{}] {f}", style.name())),
         }
     });
     let ms = (h::rdtsc() - start) / h::tsc_per_ms().max(1);

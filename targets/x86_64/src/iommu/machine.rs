@@ -449,6 +449,19 @@ impl DmaMachine for DmaKernel<'_> {
     fn note(&self, args: fmt::Arguments<'_>) {
         println!("     {args}");
     }
+
+    fn cpus(&self) -> usize {
+        crate::smp::cpus()
+    }
+
+    fn on_other_cpu(&self, f: &(dyn Fn() + Sync)) {
+        assert!(self.cpus() > 1, "on_other_cpu with one CPU online");
+        crate::smp::on_all_cpus(&f, |f, cpu| {
+            if cpu == 1 {
+                f()
+            }
+        });
+    }
 }
 
 /// The legacy domain, when the unit runs in legacy mode (for reports).

@@ -7,6 +7,8 @@
 //! frame that changed means DMA went through a translation that should
 //! have been invalidated, and the case fails.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use mmu_notifier_core::{
     AddressSpace, Arch, CopyMode, PageRange, PhysAddr, Prot, Reusable, VirtAddr,
 };
@@ -30,10 +32,21 @@ pub struct DmaCase<M: DmaMachine> {
     pub run: fn(&M, Style) -> Outcome,
     /// Whether it applies to this machine and style.
     pub applies: fn(&M, Style) -> bool,
+    /// What it needs, said when it does not apply.
+    pub needs: &'static str,
+}
+
+/// What became of one case for one style.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    /// It ran.
+    Ran(&'a Outcome),
+    /// It does not apply here; what it needs.
+    Skipped(&'static str),
 }
 
 /// Every DMA case, in the order the kernels print them.
-pub fn all<M: DmaMachine>() -> [DmaCase<M>; 7] {
+pub fn all<M: DmaMachine>() -> [DmaCase<M>; 8] {
     fn always<M: DmaMachine>(_: &M, _: Style) -> bool {
         true
     }
@@ -43,36 +56,47 @@ pub fn all<M: DmaMachine>() -> [DmaCase<M>; 7] {
     fn shared<M: DmaMachine>(_: &M, s: Style) -> bool {
         s == Style::Shared
     }
+    fn smp<M: DmaMachine>(m: &M, _: Style) -> bool {
+        m.cpus() > 1
+    }
     macro_rules! case {
         ($name:ident) => {
-            case!($name if always)
+            case!($name if always, "")
         };
-        ($name:ident if $applies:ident) => {
+        ($name:ident if $applies:ident, $needs:expr) => {
             DmaCase {
                 name: stringify!($name),
                 run: $name::<M>,
                 applies: $applies::<M>,
+                needs: $needs,
             }
         };
     }
     [
         case!(zap_then_dma_faults_and_the_freed_frame_stays_poisoned),
+        case!(zap_on_another_cpu_then_dma_faults_on_this_one if smp, "a second CPU"),
         case!(mprotect_read_only_then_device_write_faults),
         case!(fork_cow_then_device_write_faults_until_the_copy_is_mapped),
         case!(remap_pfn_range_then_dma_reaches_the_remapped_frame),
-        case!(huge_unmap_then_dma_faults_and_the_huge_frame_stays_poisoned if has_huge),
+        case!(
+            huge_unmap_then_dma_faults_and_the_huge_frame_stays_poisoned if has_huge,
+            "huge pages in the CPU MMU (s390x under TCG has no EDAT)"
+        ),
         case!(teardown_then_dma_faults_and_every_frame_stays_poisoned),
-        case!(device_access_makes_clear_flush_young_report_young if shared),
+        case!(
+            device_access_makes_clear_flush_young_report_young if shared,
+            "an IOMMU that sets the CPU entries' accessed bits (the shared-tables driver)"
+        ),
     ]
 }
 
 /// Runs every case whose name contains `filter` for every style the
-/// machine offers, calling `report(name, style, outcome)` per run (`None`:
-/// does not apply). Returns (passed, failed).
+/// machine offers, calling `report(name, style, verdict)` per case and
+/// style. Returns (passed, failed).
 pub fn run<M: DmaMachine>(
     m: &M,
     filter: &str,
-    report: &mut dyn FnMut(&'static str, Style, Option<&Outcome>),
+    report: &mut dyn FnMut(&'static str, Style, Verdict<'_>),
 ) -> (u32, u32) {
     let (mut passed, mut failed) = (0, 0);
     for &style in m.styles() {
@@ -81,7 +105,7 @@ pub fn run<M: DmaMachine>(
                 continue;
             }
             if !(case.applies)(m, style) {
-                report(case.name, style, None);
+                report(case.name, style, Verdict::Skipped(case.needs));
                 continue;
             }
             let outcome = (case.run)(m, style);
@@ -90,7 +114,7 @@ pub fn run<M: DmaMachine>(
                 Ok(()) => passed += 1,
                 Err(_) => failed += 1,
             }
-            report(case.name, style, Some(&outcome));
+            report(case.name, style, Verdict::Ran(&outcome));
         }
     }
     (passed, failed)
@@ -310,7 +334,12 @@ impl<'m, M: DmaMachine> Quarantine<'m, M> {
 
     /// Takes a handed-back frame of `bytes` and poisons it.
     pub(crate) fn take(&mut self, r: Reusable, bytes: u64) {
-        let frame = r.into_frame();
+        self.take_frame(r.into_frame(), bytes);
+    }
+
+    /// Takes a handed-back frame (given as its address, by a call site
+    /// that ran elsewhere) of `bytes` and poisons it.
+    pub(crate) fn take_frame(&mut self, frame: PhysAddr, bytes: u64) {
         for off in (0..bytes).step_by(8) {
             self.m.write_phys(PhysAddr(frame.0 + off), POISON);
         }
@@ -370,12 +399,12 @@ pub(crate) fn invalidated<M: DmaMachine>(m: &M, b: &dyn Bound, before: u32, what
     }
     if let Some(inv) = s.last.filter(|_| s.count > before) {
         m.note(format_args!(
-            "{what}: {} x {}, last {:#x}+{:#x} ({:?}) [{}]",
+            "{what}: {} x {}, last {:#x}+{:#x}, from {} [{}]",
             s.count - before,
             inv.kind,
             inv.iova,
             inv.len,
-            inv.event,
+            inv.source(),
             b.style().name()
         ));
     }
@@ -398,6 +427,35 @@ fn zap_then_dma_faults_and_the_freed_frame_stays_poisoned<M: DmaMachine>(
         ensure!(r == Ok(1), "zap returned {r:?}");
         write_faults(m, b, v, None, &q, "after zap")?;
         invalidated(m, b, before, "zap")
+    })?;
+    finish(m, &mm)
+}
+
+fn zap_on_another_cpu_then_dma_faults_on_this_one<M: DmaMachine>(m: &M, style: Style) -> Outcome {
+    let mm = new_space(m)?;
+    let frame = map_page(m, &mm, 0, m.dma_prot())?;
+    let v = va(m, 0);
+    let range = pages(m, 0, 1);
+    let mut q = Quarantine::new(m);
+    m.bind(style, &mm, window(m), &mut |b| {
+        fault_in(b, v, true, "before zap")?;
+        write_lands(m, b, v, frame, None, "before zap")?;
+        let before = b.stats().count;
+        // The call site, its notifier callbacks and the IOTLB invalidation
+        // run on the other CPU; the device is driven from this one.
+        let freed = AtomicU64::new(0);
+        let unmapped = AtomicU64::new(u64::MAX);
+        m.on_other_cpu(&|| {
+            let r = mm.zap_range(range, &mut |r| {
+                freed.store(r.into_frame().0, Ordering::Relaxed)
+            });
+            unmapped.store(r.map_or(u64::MAX, |n| n as u64), Ordering::Release);
+        });
+        let n = unmapped.load(Ordering::Acquire);
+        ensure!(n == 1, "zap on the other CPU unmapped {n} pages");
+        q.take_frame(PhysAddr(freed.load(Ordering::Relaxed)), page::<M>());
+        write_faults(m, b, v, None, &q, "after a zap on CPU 1")?;
+        invalidated(m, b, before, "zap on CPU 1")
     })?;
     finish(m, &mm)
 }

@@ -74,8 +74,11 @@ pub fn story<M: DmaMachine>(m: &M, style: Style) -> Outcome {
         let s = b.stats();
         match s.last.filter(|_| s.count > before) {
             Some(inv) => m.note(format_args!(
-                "4. the driver's invalidation ({:?}): {} for iova {:#x}+{:#x}, completed before unmap returned",
-                inv.event, inv.kind, inv.iova, inv.len
+                "4. the driver's invalidation, from {}: {} for iova {:#x}+{:#x}, completed before unmap returned",
+                inv.source(),
+                inv.kind,
+                inv.iova,
+                inv.len
             )),
             None => m.note(format_args!(
                 "4. the driver issued NO invalidation: its IOTLB still holds the old translation"

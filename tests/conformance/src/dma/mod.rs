@@ -171,6 +171,21 @@ pub struct Invalidation {
     pub kind: &'static str,
 }
 
+impl Invalidation {
+    /// Which callback issued it, for reports.
+    pub fn source(&self) -> &'static str {
+        match self.event {
+            None => "invalidate_secondary_tlbs",
+            Some(Event::Unmap) => "invalidate_range_start (Unmap)",
+            Some(Event::Clear) => "invalidate_range_start (Clear)",
+            Some(Event::ProtectionVma) => "invalidate_range_start (ProtectionVma)",
+            Some(Event::ProtectionPage) => "invalidate_range_start (ProtectionPage)",
+            Some(Event::Release) => "release",
+            Some(_) => "invalidate_range_start",
+        }
+    }
+}
+
 /// The invalidations a driver issued so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InvalidationStats {
@@ -263,6 +278,18 @@ pub trait DmaMachine: Machine {
     }
     /// Prints one line of the report (what was issued, what faulted).
     fn note(&self, args: fmt::Arguments<'_>);
+    /// How many CPUs run (cases that need a second one apply only then).
+    fn cpus(&self) -> usize {
+        1
+    }
+    /// Runs `f` on another CPU and returns once it has returned.
+    ///
+    /// # Panics
+    /// If [`cpus`](Self::cpus) is 1 (the default).
+    fn on_other_cpu(&self, f: &(dyn Fn() + Sync)) {
+        let _ = f;
+        panic!("on_other_cpu on a machine with one CPU");
+    }
 }
 
 /// A spin lock with a non-waiting variant, for driver state that notifier
