@@ -76,7 +76,7 @@ pub(crate) fn init() {
 /// GiB, beside the APIC: the VT-d registers at 0xfed9_0000, PCI BARs placed
 /// there) uncached into the kernel's part of every address space, and
 /// returns the address to access it at (the identity). Idempotent, and
-/// independent of [`init`]: both fill [`APIC_PD`] and point PDPT entry 3 at
+/// independent of `init`: both fill `APIC_PD` and point PDPT entry 3 at
 /// it. Boot CPU, before another CPU may use the page.
 ///
 /// # Panics
