@@ -106,8 +106,9 @@ fn run_cases(k: &DmaKernel<'_>) -> ! {
             }
         }
     });
+    let (requests, faults) = k.requests();
     println!(
-        "cases took {} ms; pool in use: {before} bytes before the cases, {} after",
+        "virtio-rng: {requests} requests, {faults} refused with an error event; cases took {} ms; pool in use: {before} bytes before the cases, {} after",
         (clock::now_us() - start) / 1000,
         bytes_in_use()
     );

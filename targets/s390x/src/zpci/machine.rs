@@ -22,6 +22,7 @@
 //! buffer write. virtio-rng reads no buffer, so `dma_read` is `None`.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use mmu_notifier_conformance::dma::{
     cases::WINDOW_PAGES, shadow, Bound, DmaError, DmaFault, DmaMachine, DmaSpace, ReadBack, Style,
@@ -107,6 +108,9 @@ pub struct DmaKernel<'k> {
     f: &'k Function<'static>,
     domain: &'k ZpciDomain<'k, 'static>,
     rng: Spin<Virtio<'k, 'static>>,
+    /// Device requests run, and how many of them were refused.
+    requests: AtomicU32,
+    faults: AtomicU32,
 }
 
 /// Sets the machine up (the function enabled, its tables registered, the
@@ -146,14 +150,30 @@ pub fn with_dma_kernel<R>(f: impl FnOnce(Result<&DmaKernel<'_>, SetupError>) -> 
         Ok(v) => v,
         Err(e) => return f(Err(SetupError::Virtio(e))),
     };
-    let k = DmaKernel { cpu: KernelMachine::new(), f: &func, domain: &domain, rng: Spin::new(rng) };
-    f(Ok(&k))
+    let k = DmaKernel {
+        cpu: KernelMachine::new(),
+        f: &func,
+        domain: &domain,
+        rng: Spin::new(rng),
+        requests: AtomicU32::new(0),
+        faults: AtomicU32::new(0),
+    };
+    let r = f(Ok(&k));
+    // The function keeps its translation registered: the tables live on.
+    core::mem::forget(domain);
+    r
 }
 
 impl DmaKernel<'_> {
     /// The zPCI function.
     pub fn function(&self) -> &Function<'static> {
         self.f
+    }
+
+    /// Device requests run so far, and how many were refused (each with an
+    /// error event).
+    pub fn requests(&self) -> (u32, u32) {
+        (self.requests.load(Ordering::Relaxed), self.faults.load(Ordering::Relaxed))
     }
 }
 
@@ -239,9 +259,11 @@ impl DmaMachine for DmaKernel<'_> {
         let mut rng = self.rng.lock();
         // Events of earlier accesses are not this one's.
         while self.f.take_event().is_some() {}
+        self.requests.fetch_add(1, Ordering::Relaxed);
         match rng.fill(iova, 8) {
             Ok(()) => Ok(None),
             Err(VirtioError::DmaError) => {
+                self.faults.fetch_add(1, Ordering::Relaxed);
                 let event = self.f.take_event();
                 let recovered = self.f.reset_error().map_err(VirtioError::Zpci).and_then(|()| rng.reset());
                 if recovered.is_err() {

@@ -77,8 +77,9 @@ fn run_cases(k: &DmaKernel<'_>) -> ! {
     });
     let ms = (h::rdtsc() - start) / h::tsc_per_ms().max(1);
     let vtd = k.vtd();
+    let (dmas, faults) = k.transfers();
     h::println!(
-        "descriptors: {} IOTLB (type 2), {} PASID-IOTLB (type 6), {} PASID-cache (type 7), {} waits; cases took {ms} ms",
+        "edu: {dmas} transfers, {faults} refused with a fault record; queued descriptors: {} IOTLB (type 2), {} PASID-IOTLB (type 6), {} PASID-cache (type 7), {} waits; cases took {ms} ms",
         vtd.submitted(2),
         vtd.submitted(6),
         vtd.submitted(7),

@@ -22,6 +22,7 @@
 use core::fmt;
 use core::pin::pin;
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use mmu_notifier_conformance::dma::{
     shadow, Bound, DmaError, DmaFault, DmaMachine, DmaSpace, FaultInError, InvalidationStats, IoDomain, ReadBack, Style,
@@ -136,6 +137,9 @@ pub struct DmaKernel<'k> {
     bounce: u64,
     /// The next stamp; also serialises the device's transfers.
     next_stamp: Spin<u32>,
+    /// Device transfers run, and how many of them faulted.
+    transfers: AtomicU32,
+    faults: AtomicU32,
 }
 
 /// Sets the machine up (VT-d in whatever mode QEMU offers, `edu` behind
@@ -214,11 +218,17 @@ fn legacy<R>(
         mode: Mode::Legacy(&domain),
         bounce,
         next_stamp: Spin::new(0),
+        transfers: AtomicU32::new(0),
+        faults: AtomicU32::new(0),
     };
-    match k.transfer(|e| e.from_ram(&PLATFORM, BOUNCE_IOVA, 0, edu::BUFFER_SIZE)) {
+    let r = match k.transfer(|e| e.from_ram(&PLATFORM, BOUNCE_IOVA, 0, edu::BUFFER_SIZE)) {
         Ok(()) => f(Ok(&k)),
         Err(e) => f(Err(SetupError::Preload(e))),
-    }
+    };
+    // The unit keeps translating through these tables: they live on.
+    core::mem::forget(domain);
+    core::mem::forget(root);
+    r
 }
 
 fn scalable<R>(
@@ -249,6 +259,8 @@ fn scalable<R>(
         mode: Mode::Scalable(&root),
         bounce,
         next_stamp: Spin::new(0),
+        transfers: AtomicU32::new(0),
+        faults: AtomicU32::new(0),
     };
     // The preload goes through the shared-tables driver too: a kernel
     // address space that maps only the bounce page, bound to PASID 0.
@@ -258,17 +270,20 @@ fn scalable<R>(
         mm.map(at, PhysAddr(bounce), Prot::WRITE | Prot::USER).map_err(SetupError::Core)?;
         let sub = pin!(Subscription::new(Sva::new(&vtd, &root, PASID, DID_SVA)));
         mm.notifiers().register(sub.as_ref()).map_err(SetupError::Core)?;
-        sub.notifier().attach(mm.root());
+        sub.notifier().attach(mm.root())?;
         let r = k.transfer(|e| e.from_ram(&PLATFORM, at.0, 0, edu::BUFFER_SIZE));
         sub.notifier().detach(None);
         // The bounce page stays ours: teardown hands it back, we keep it.
         mm.teardown(&mut |_| {}).map_err(SetupError::Core)?;
         r.map_err(SetupError::Preload)
     };
-    match preload() {
+    let r = match preload() {
         Ok(()) => f(Ok(&k)),
         Err(e) => f(Err(e)),
-    }
+    };
+    // The unit keeps walking these structures: they live on.
+    core::mem::forget(root);
+    r
 }
 
 impl DmaKernel<'_> {
@@ -283,6 +298,12 @@ impl DmaKernel<'_> {
     /// The remapping unit.
     pub fn vtd(&self) -> &Vtd<'static> {
         self.vtd
+    }
+
+    /// Device transfers run so far, and how many the unit refused (each
+    /// with a fault record).
+    pub fn transfers(&self) -> (u32, u32) {
+        (self.transfers.load(Ordering::Relaxed), self.faults.load(Ordering::Relaxed))
     }
 
     /// The device's requester ID.
@@ -304,11 +325,15 @@ impl DmaKernel<'_> {
             EduError::Timeout => DmaError::Device("edu transfer timed out"),
             EduError::OutsideBuffer { .. } => DmaError::Device("edu buffer range"),
         })?;
+        self.transfers.fetch_add(1, Ordering::Relaxed);
         let mut first = None;
         while let Some(f) = self.vtd.take_fault() {
             if f.source == self.source_id() && first.is_none() {
                 first = Some(DmaFault { iova: f.addr, write: f.write, reason: u32::from(f.reason) });
             }
+        }
+        if first.is_some() {
+            self.faults.fetch_add(1, Ordering::Relaxed);
         }
         first.map_or(Ok(()), |f| Err(DmaError::Fault(f)))
     }
@@ -408,7 +433,9 @@ impl DmaMachine for DmaKernel<'_> {
                 if let Err(e) = mm.notifiers().register(sub.as_ref()) {
                     return Err(Failure::new(format_args!("cannot register the SVA notifier: {e}")));
                 }
-                sub.notifier().attach(mm.root());
+                if let Err(e) = sub.notifier().attach(mm.root()) {
+                    return Err(Failure::new(format_args!("cannot bind PASID {PASID}: {e:?}")));
+                }
                 let r = f(&SvaBound { sva: sub.notifier() });
                 sub.notifier().detach(None);
                 r

@@ -28,7 +28,7 @@ use mmu_notifier_conformance::dma::{Invalidation, InvalidationStats, IOTLB_INVAL
 use mmu_notifier_core::{Callbacks, Event, MmuNotifier, PageRange, PhysAddr};
 
 use super::tables::ScalableRoot;
-use super::vtd::{Desc, Vtd};
+use super::vtd::{Desc, Vtd, VtdError};
 use super::{aligned_blocks, Spin};
 
 /// One PASID bound to one address space's tables.
@@ -58,13 +58,22 @@ impl<'v, 'p> Sva<'v, 'p> {
     /// notifier first, so no change of those tables goes unannounced).
     /// Their every level must allow user access: VT-d's first stage
     /// treats untagged DMA as a user request.
-    pub fn attach(&self, root: PhysAddr) {
+    ///
+    /// # Errors
+    /// The invalidation queue's, if the unit refused to drop what it may
+    /// have cached of an earlier binding (then the PASID stays unbound).
+    pub fn attach(&self, root: PhysAddr) -> Result<(), VtdError> {
         self.tables.set_first_stage(self.pasid, root.0, self.did);
         // A not-present entry is not cached, but a unit may have cached a
         // previous binding of this PASID: drop it.
-        let _ =
+        let r =
             self.vtd.invalidate(&[Desc::pasid_cache(self.did, self.pasid), Desc::piotlb_pasid(self.did, self.pasid)]);
+        if r.is_err() {
+            self.tables.clear(self.pasid);
+            return r;
+        }
         self.attached.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Makes the PASID not present and drops everything the unit cached
@@ -76,6 +85,8 @@ impl<'v, 'p> Sva<'v, 'p> {
         self.tables.clear(self.pasid);
         let descs = [Desc::pasid_cache(self.did, self.pasid), Desc::piotlb_pasid(self.did, self.pasid)];
         let n = if IOTLB_INVALIDATION { 2 } else { 1 };
+        // Nothing better to do on a refusal than to go on: the entry is
+        // cleared, and the cases see any translation that survived.
         let _ = self.vtd.invalidate(&descs[..n]);
         if IOTLB_INVALIDATION {
             self.stats.lock().record(Invalidation {

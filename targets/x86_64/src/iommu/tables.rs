@@ -244,8 +244,8 @@ impl<'p> LegacyRoot<'p> {
 impl Drop for LegacyRoot<'_> {
     fn drop(&mut self) {
         // SAFETY: the unit is never turned off in these kernels, so a root
-        // table is never dropped while it is RTADDR: the kernels keep it
-        // for the whole run (this only runs if enabling failed).
+        // table in use is never dropped: the machine setup forgets it once
+        // the unit runs on it (this only runs if enabling failed).
         unsafe {
             self.context.free(self.platform);
             self.root.free(self.platform);
@@ -324,30 +324,25 @@ impl<'p> ScalableRoot<'p> {
     pub fn set_first_stage(&self, pasid: u32, root: u64, did: u16) {
         let i = pasid_slot(pasid);
         let p = self.platform;
-        p_write(self.pasids, p, i, 0);
-        for w in 1..8 {
-            p_write(self.pasids, p, i + w, 0);
+        for w in 0..8 {
+            self.pasids.write(p, i + w, 0);
         }
-        p_write(self.pasids, p, i + 1, u64::from(did));
+        self.pasids.write(p, i + 1, u64::from(did));
         // FLPM 0: 4-level first-stage table.
-        p_write(self.pasids, p, i + 2, root & ADDR_MASK);
-        p_write(self.pasids, p, i, PGTT_FIRST_STAGE | PASID_AW_48 | 1);
+        self.pasids.write(p, i + 2, root & ADDR_MASK);
+        self.pasids.write(p, i, PGTT_FIRST_STAGE | PASID_AW_48 | 1);
     }
 
     /// Makes `pasid` not present: its DMA faults. The caller invalidates
     /// the PASID cache and the PASID-based IOTLB.
     pub fn clear(&self, pasid: u32) {
-        p_write(self.pasids, self.platform, pasid_slot(pasid), 0);
+        self.pasids.write(self.platform, pasid_slot(pasid), 0);
     }
 }
 
 fn pasid_slot(pasid: u32) -> usize {
     assert!(pasid < 64, "only PASID table 0 (PASIDs 0..64) is built");
     pasid as usize * 8
-}
-
-fn p_write(page: Page, p: &dyn Platform, i: usize, val: u64) {
-    page.write(p, i, val);
 }
 
 impl Drop for ScalableRoot<'_> {
