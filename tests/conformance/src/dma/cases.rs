@@ -316,6 +316,19 @@ impl<M: DmaMachine> Drop for Quarantine<'_, M> {
     }
 }
 
+/// Tears `mm` down (frames back to the machine, unless a call site did
+/// already) after a case's `outcome`, also when the case failed, so that
+/// a failing case gives back what it took; the case's own failure comes
+/// first.
+pub(crate) fn finishing<M: DmaMachine>(m: &M, mm: &Space<'_, M>, outcome: Outcome) -> Outcome {
+    let done = if mm.is_released() {
+        Ok(())
+    } else {
+        finish(m, mm)
+    };
+    outcome.and(done)
+}
+
 /// The invalidation count moved on, and what the driver issued last is
 /// noted for the report.
 pub(crate) fn invalidated<M: DmaMachine>(m: &M, b: &dyn Bound, before: u32, what: &str) -> Outcome {
@@ -351,7 +364,7 @@ fn zap_then_dma_faults_and_the_freed_frame_stays_poisoned<M: DmaMachine>(
     let frame = map_page(m, &mm, 0, m.dma_prot())?;
     let v = va(m, 0);
     let mut q = Quarantine::new(m);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         fault_in(b, v, true, "before zap")?;
         write_lands(m, b, v, frame, None, "before zap")?;
         let before = b.stats().count;
@@ -359,8 +372,8 @@ fn zap_then_dma_faults_and_the_freed_frame_stays_poisoned<M: DmaMachine>(
         ensure!(r == Ok(1), "zap returned {r:?}");
         write_faults(m, b, v, None, &q, "after zap")?;
         invalidated(m, b, before, "zap")
-    })?;
-    finish(m, &mm)
+    });
+    finishing(m, &mm, r)
 }
 
 fn zap_on_another_cpu_then_dma_faults_on_this_one<M: DmaMachine>(m: &M, style: Style) -> Outcome {
@@ -369,7 +382,7 @@ fn zap_on_another_cpu_then_dma_faults_on_this_one<M: DmaMachine>(m: &M, style: S
     let v = va(m, 0);
     let range = pages(m, 0, 1);
     let mut q = Quarantine::new(m);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         fault_in(b, v, true, "before zap")?;
         write_lands(m, b, v, frame, None, "before zap")?;
         let before = b.stats().count;
@@ -388,8 +401,8 @@ fn zap_on_another_cpu_then_dma_faults_on_this_one<M: DmaMachine>(m: &M, style: S
         q.take_frame(PhysAddr(freed.load(Ordering::Relaxed)), page::<M>());
         write_faults(m, b, v, None, &q, "after a zap on CPU 1")?;
         invalidated(m, b, before, "zap on CPU 1")
-    })?;
-    finish(m, &mm)
+    });
+    finishing(m, &mm, r)
 }
 
 fn mprotect_read_only_then_device_write_faults<M: DmaMachine>(m: &M, style: Style) -> Outcome {
@@ -398,7 +411,7 @@ fn mprotect_read_only_then_device_write_faults<M: DmaMachine>(m: &M, style: Styl
     let frame = map_page(m, &mm, 0, prot)?;
     let v = va(m, 0);
     let q = Quarantine::new(m);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         fault_in(b, v, true, "before mprotect")?;
         write_lands(m, b, v, frame, None, "before mprotect")?;
         let before = b.stats().count;
@@ -426,8 +439,8 @@ fn mprotect_read_only_then_device_write_faults<M: DmaMachine>(m: &M, style: Styl
             );
         }
         Ok(())
-    })?;
-    finish(m, &mm)
+    });
+    finishing(m, &mm, r)
 }
 
 fn fork_cow_then_device_write_faults_until_the_copy_is_mapped<M: DmaMachine>(
@@ -440,7 +453,7 @@ fn fork_cow_then_device_write_faults_until_the_copy_is_mapped<M: DmaMachine>(
     let shared = map_page(m, &parent, 0, prot)?;
     let v = va(m, 0);
     let q = Quarantine::new(m);
-    m.bind(style, &parent, window(m), &mut |b| {
+    let r = m.bind(style, &parent, window(m), &mut |b| {
         fault_in(b, v, true, "before fork")?;
         write_lands(m, b, v, shared, None, "before fork")?;
         let before = b.stats().count;
@@ -474,9 +487,22 @@ fn fork_cow_then_device_write_faults_until_the_copy_is_mapped<M: DmaMachine>(
             "after the COW break: the child's frame changed to {now:#x}"
         );
         Ok(())
-    })?;
-    finish(m, &child)?;
-    finish(m, &parent)
+    });
+    // Until the COW break gave the parent a copy, the child's page is the
+    // parent's frame: the parent's teardown gives it back, not the
+    // child's (a case that failed before the break would free it twice).
+    let child_owns = frame_of::<M>(&parent, v) != Some(shared);
+    m.deactivate();
+    let torn = child.teardown(&mut |f: Reusable| {
+        if child_owns {
+            m.free_frame(f.into_frame());
+        }
+    });
+    let r = r.and(match torn {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Failure::new(format_args!("child teardown failed: {e}"))),
+    });
+    finishing(m, &parent, r)
 }
 
 fn remap_pfn_range_then_dma_reaches_the_remapped_frame<M: DmaMachine>(
@@ -522,8 +548,7 @@ fn remap_pfn_range_then_dma_reaches_the_remapped_frame<M: DmaMachine>(
         write_lands(m, b, v, device_mem, Some(&q), "after remap")
     });
     // Unmapped before the frame goes back: teardown hands it back.
-    let done = finish(m, &mm);
-    r.and(done)
+    finishing(m, &mm, r)
 }
 
 fn huge_unmap_then_dma_faults_and_the_huge_frame_stays_poisoned<M: DmaMachine>(
@@ -555,7 +580,7 @@ fn huge_unmap_then_dma_faults_and_the_huge_frame_stays_poisoned<M: DmaMachine>(
     let v = VirtAddr(base.0 + 3 * page::<M>());
     let sub_frame = PhysAddr(huge.0 + 3 * page::<M>());
     let mut q = Quarantine::new(m);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         fault_in(b, v, true, "before huge unmap")?;
         write_lands(m, b, v, sub_frame, None, "before huge unmap")?;
         let before = b.stats().count;
@@ -564,8 +589,8 @@ fn huge_unmap_then_dma_faults_and_the_huge_frame_stays_poisoned<M: DmaMachine>(
         ensure!(r == Ok(1), "huge unmap returned {r:?}");
         write_faults(m, b, v, None, &q, "after huge unmap")?;
         invalidated(m, b, before, "huge unmap")
-    })?;
-    finish(m, &mm)
+    });
+    finishing(m, &mm, r)
 }
 
 fn teardown_then_dma_faults_and_every_frame_stays_poisoned<M: DmaMachine>(
@@ -576,7 +601,7 @@ fn teardown_then_dma_faults_and_every_frame_stays_poisoned<M: DmaMachine>(
     let prot = m.dma_prot();
     let frames = [map_page(m, &mm, 0, prot)?, map_page(m, &mm, 1, prot)?];
     let mut q = Quarantine::new(m);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         for (i, &f) in frames.iter().enumerate() {
             let v = va(m, i as u64);
             fault_in(b, v, true, "before teardown")?;
@@ -592,7 +617,9 @@ fn teardown_then_dma_faults_and_every_frame_stays_poisoned<M: DmaMachine>(
         );
         write_faults(m, b, va(m, 1), None, &q, "after teardown")?;
         invalidated(m, b, before, "teardown")
-    })
+    });
+    // Torn down by the case unless it failed before.
+    finishing(m, &mm, r)
 }
 
 fn device_access_makes_clear_flush_young_report_young<M: DmaMachine>(
@@ -602,7 +629,7 @@ fn device_access_makes_clear_flush_young_report_young<M: DmaMachine>(
     let mm = new_space(m)?;
     map_page(m, &mm, 0, m.dma_prot())?;
     let v = va(m, 0);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         // Device reads: a read sets only the accessed bit. (A write would
         // set the dirty bit too, and QEMU 10.0's first-stage walk sets no
         // flag of an entry that already has one of them, so a second write
@@ -641,6 +668,6 @@ fn device_access_makes_clear_flush_young_report_young<M: DmaMachine>(
             "2nd device read left the page old ({young:?}): no IOTLB flush, no walk set A"
         );
         Ok(())
-    })?;
-    finish(m, &mm)
+    });
+    finishing(m, &mm, r)
 }

@@ -6,9 +6,9 @@
 
 use mmu_notifier_core::{PhysAddr, Reusable};
 
-use super::cases::{map_page, window, Binding, Quarantine, DMA_OFFSET};
+use super::cases::{finishing, map_page, window, Binding, Quarantine, DMA_OFFSET};
 use super::{note, DmaError, DmaMachine, ReadBack, Style};
-use crate::cases::{finish, new_space, page, pages, va};
+use crate::cases::{new_space, page, pages, va};
 use crate::{ensure, Case, Failure, Outcome};
 
 /// The story as one case, `dma_story`, for the harness's runner (once per
@@ -34,7 +34,7 @@ pub fn story<M: DmaMachine>(m: &M, style: Style) -> Outcome {
     ),
     );
     let mut q = Quarantine::new(m);
-    m.bind(style, &mm, window(m), &mut |b| {
+    let r = m.bind(style, &mm, window(m), &mut |b| {
         let iova = b.iova(v) + DMA_OFFSET;
         match style {
             Style::Shadow => {
@@ -115,6 +115,6 @@ pub fn story<M: DmaMachine>(m: &M, style: Style) -> Outcome {
             "the device's access after unmap did not fault"
         );
         Ok(())
-    })?;
-    finish(m, &mm)
+    });
+    finishing(m, &mm, r)
 }
