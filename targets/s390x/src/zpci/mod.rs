@@ -5,7 +5,8 @@
 //! arch-neutral shadow driver (`tests/conformance/src/dma/shadow.rs`).
 //!
 //! # Layout
-//! Hardware code (depends on the kernel only through [`Platform`]):
+//! Hardware code (depends on the kernel only through [`Platform`] and the
+//! harness's `SpinLock`):
 //! - [`insn`]: CLP, PCILG, PCISTG, MPCIFC, STPCIFC, RPCIT, CHSC;
 //! - [`function`]: one function found, enabled and queried with CLP, its
 //!   DMA translation registered, its error events (the DMA fault records)

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! Hardware code (no notifier logic; depends on the kernel only through
-//! [`Platform`]):
+//! [`Platform`] and the harness's `SpinLock`):
 //! - [`pci`]: configuration space through the legacy ports;
 //! - [`edu`]: the `edu` device's DMA engine;
 //! - [`vtd`]: the remapping unit's registers, queued invalidation with 128-

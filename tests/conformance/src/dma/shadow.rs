@@ -43,6 +43,11 @@
 //! Built with `--cfg mmu_notifier_broken="no-iotlb"` the driver clears its
 //! entries but skips the invalidation: the hardware keeps using the old
 //! translation, which the DMA cases must catch.
+//!
+//! Built with `--cfg mmu_notifier_broken="no-notify"` the core skips the
+//! range pair as well as the per-page calls: only `release` still reaches
+//! the driver, so every call site but teardown leaves its IO entries and
+//! IOTLB as they were, and the DMA cases catch that too.
 
 use core::pin::{pin, Pin};
 
