@@ -20,9 +20,11 @@
 //!   an interval notifier that fills the IOMMU's own tables from a fault
 //!   path following the `read_begin`/`read_retry` protocol and empties
 //!   them, with an IOTLB invalidation, from its range callback;
-//! - [`cases`]: the cases, one per call site, run for every driver style
-//!   the machine offers;
-//! - [`demo`]: the step-by-step story `cargo xtask demo` prints.
+//! - [`cases`]: the cases, one per call site, as harness cases over a
+//!   [`cases::Binding`] (the machine and a driver style), run once for
+//!   every driver style the machine offers;
+//! - [`demo`]: the step-by-step story the `iommu` kernels tell with
+//!   `mode=demo`.
 //!
 //! The hardware halves (VT-d registers and tables, the SVA driver that lets
 //! VT-d walk the CPU's own tables, zPCI's instructions and DMA tables, the
