@@ -134,3 +134,8 @@ cfg_if::cfg_if! {
         compile_error!("mmu-notifier has arch layers for x86_64 and s390x only; use mmu-notifier-core and implement `Arch` for this target");
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -118,6 +118,16 @@ fn leak_sub() -> Pin<&'static Sub> {
     Pin::static_ref(leak(IntervalSub::new(Dev::new())))
 }
 
+/// Two subscriptions in one allocation, the first at the lower address.
+/// The tree orders intervals with equal starts by address: two separate
+/// allocations could swap order between executions (other tests allocate
+/// concurrently), and loom, which replays each execution's prefix, needs
+/// a model that is the same every time.
+fn leak_two_subs() -> [Pin<&'static Sub>; 2] {
+    let [a, b] = leak([IntervalSub::new(Dev::new()), IntervalSub::new(Dev::new())]).each_ref();
+    [Pin::static_ref(a), Pin::static_ref(b)]
+}
+
 /// The device's fault path: the sequence protocol, or (`protocol: false`)
 /// the classic bug of programming the device without `read_retry`.
 fn fault(sub: &Sub, primary: &AtomicU64, protocol: bool) {
@@ -174,21 +184,36 @@ fn fault_racing_invalidation_never_keeps_a_replaced_translation() {
     check("fault vs invalidation", 3, || fault_vs_invalidation(true));
 }
 
-/// (1') The same model without `read_retry` fails: the model can see the
-/// bug the protocol exists for. (Run on a thread of its own: a panic inside
-/// a loom model leaves that thread's loom state unusable for the next.)
+/// Set in the child process that runs a model which must fail.
+const MUST_FAIL_CHILD: &str = "MMU_NOTIFIER_LOOM_MUST_FAIL_CHILD";
+
+/// (1') The same model without `read_retry` fails, for the reason the
+/// protocol exists: the model can see the bug. It runs in a child process
+/// (this test binary, re-run on this test alone): a panic inside a loom
+/// model leaves loom's process-wide state unusable for the models after
+/// it.
 #[test]
 fn fault_without_read_retry_keeps_a_replaced_translation() {
-    let failed = std::thread::spawn(|| {
+    const NAME: &str = "fault_without_read_retry_keeps_a_replaced_translation";
+    if std::env::var_os(MUST_FAIL_CHILD).is_some() {
         check("fault without read_retry (must fail)", 2, || {
             fault_vs_invalidation(false)
         });
-    })
-    .join()
-    .is_err();
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+        .env(MUST_FAIL_CHILD, "1")
+        .output()
+        .expect("re-run the test binary");
+    let output = String::from_utf8_lossy(&child.stdout) + String::from_utf8_lossy(&child.stderr);
     assert!(
-        failed,
-        "the model missed a fault path that ignores read_retry"
+        !child.status.success(),
+        "the model missed a fault path that ignores read_retry:\n{output}"
+    );
+    assert!(
+        output.contains("a translation the invalidation replaced"),
+        "the model failed, but not on the stale translation:\n{output}"
     );
 }
 
@@ -248,9 +273,8 @@ fn dropped_interval_is_never_used_after_free() {
 fn interval_inserted_during_invalidation_is_initialised_and_coherent() {
     check("insert + fault vs invalidation", 3, || {
         let (head, mgr) = registered_manager();
-        let neighbour = leak_sub();
+        let [neighbour, sub] = leak_two_subs();
         mgr.insert(neighbour, VirtAddr(0), 2 * PAGE).unwrap();
-        let sub = leak_sub();
         let primary: &'static AtomicU64 = leak(AtomicU64::new(1));
 
         let device = thread::spawn(move || {

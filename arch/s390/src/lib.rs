@@ -2,7 +2,7 @@
 //! formats and the hardware primitives behind [`mmu_notifier_core::Arch`].
 //!
 //! # What this crate owns, and what it must not
-//! - [`dat`]: region-, segment- and page-table entries and the ASCE as
+//! - [`entry`](crate::PageTableEntry): region-, segment- and page-table entries and the ASCE as
 //!   `#[repr(transparent)]` words with bitflags, IBM bit numbers in the docs;
 //! - [`S390x`]: the [`Arch`](mmu_notifier_core::Arch) implementation
 //!   (geometry, encodings, IPTE/IDTE/RRBE/ISKE/CSP);
@@ -16,7 +16,7 @@
 //! of every CPU in one instruction. So [`S390x`] overrides
 //! `ptep_clear_flush` to be that instruction, discharging the flush
 //! obligation with `PendingFlush::assume_flushed`, and `flush_tlb_page` is
-//! a no-op. The 2008 "mmu notifiers #v6" seed had to patch s390's
+//! a no-op. The 2008 "mmu notifiers #v6" patch had to change s390's
 //! `ptep_clear_flush` by hand to add the notifier call, and forgot s390's
 //! `ptep_clear_flush_young`, so aging never reached secondary MMUs there.
 //! Here both overrides are mere hardware primitives:
@@ -75,9 +75,9 @@
     missing_docs
 )]
 
-mod arch;
-pub mod dat;
-mod hw;
+mod entry;
+mod instr;
+mod paging;
 
-pub use arch::S390x;
-pub use dat::{ibm_bit, Asce, PageTableEntry, RegionTableEntry, SegmentTableEntry, TableType};
+pub use entry::{ibm_bit, Asce, PageTableEntry, RegionTableEntry, SegmentTableEntry, TableType};
+pub use paging::S390x;

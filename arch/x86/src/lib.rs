@@ -99,11 +99,11 @@
     missing_docs
 )]
 
-mod flags;
+mod entry;
 mod instr;
 mod paging;
 mod shootdown;
 
-pub use flags::{PteFlags, ADDR_MASK};
+pub use entry::{PteFlags, ADDR_MASK};
 pub use paging::{COPY_ON_WRITE, X86_64};
 pub use shootdown::TlbShootdown;

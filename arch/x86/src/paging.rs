@@ -11,7 +11,7 @@ use mmu_notifier_core::{
     Arch, Entry, Error, Leaf, Level, LevelGeometry, PendingFlush, PhysAddr, Prot, PteSlot, VirtAddr,
 };
 
-use crate::flags::{PteFlags, ADDR_MASK};
+use crate::entry::{PteFlags, ADDR_MASK};
 use crate::instr;
 use crate::shootdown::TlbShootdown;
 

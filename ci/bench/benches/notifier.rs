@@ -1,16 +1,19 @@
 //! Criterion timings of the notifier paths, one group per figure of
 //! `BENCHMARKS.md`. `cargo xtask bench` runs this binary twice (built with
 //! and without the core's `notifier` feature) and reads the medians that
-//! criterion writes under `$CRITERION_HOME`.
+//! criterion writes under `$CRITERION_HOME`. The ids, counts and sizes are
+//! those of `mmu-notifier-bench-params`, which xtask reads too:
 //!
 //! - `idle/{ptep_clear_flush,ptep_clear_flush_young}/{on,off}`: figure 1;
-//! - `dispatch/{page,range}-{srcu,limit,lock}-{1t,2t}/K`: figure 2, K
-//!   notifiers, the real list (`srcu`) against a slice loop (`limit`) and a
+//! - `dispatch/{page,range}-{list,limit,lock}-{T}t/K`: figure 2, K
+//!   notifiers, the real list (`list`) against a slice loop (`limit`) and a
 //!   `spin::RwLock<Vec<&dyn DynNotifier>>` (`lock`), alone (`1t`) or while
-//!   a second thread runs the same operation (`2t`);
-//! - `churn/{srcu,lock}-{quiet,churn}/K`: figure 3, `invalidate_page` with
-//!   K notifiers while another thread registers and unregisters one more
-//!   in a loop (`churn`) or does nothing (`quiet`);
+//!   other threads run the same operation;
+//! - `churn/{list,lock}-{quiet,churn}-{R}r/K`: figure 3, `invalidate_page`
+//!   with K notifiers and R reader threads, while another thread registers
+//!   and unregisters one more in a loop (`churn`) or does nothing
+//!   (`quiet`); R is 1 and one per CPU but the writer's
+//!   (`$MMU_NOTIFIER_BENCH_CHURN_READERS` overrides);
 //! - `zap/{nobody,range,page}/PAGES`: figure 4, one `zap_range` of PAGES
 //!   mapped pages (mapping them again between zaps is not timed);
 //! - `interval/{tree,scan}/N`: figure 5, a one-page range start + end that
@@ -26,17 +29,19 @@
 //! code's. Spinning on a contended cache line still counts, as it should.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
-use mmu_notifier_bench::{
-    head_range, machine, map_pages, one_page_range, subscribe, zap, Armed, DynNotifier, LockedList,
-    Mm, PageWorker, RangeWorker, Sink, SliceList, ZapWith, BASE, CHURN_COUNTS, DISPATCH_COUNTS,
-    LAST, NOTIFIER, ZAP_PAGES,
+use mmu_notifier_bench::params::{
+    churn_readers, parse_counts, Hook, Id, List, Op, CHURN_COUNTS, CHURN_READERS_ENV,
+    DISPATCH_COUNTS, DISPATCH_THREADS, ZAP_PAGES,
 };
-use mmu_notifier_core::{NotifierHead, Subscription};
+use mmu_notifier_bench::{
+    api, head_range, map_pages, one_page_range, zap, Armed, DynNotifier, LockedList, PageWorker,
+    RangeWorker, Sink, SliceList, ZapWith, BASE, LAST, NOTIFIER,
+};
 
 /// CPU time consumed by the calling thread so far.
 fn thread_cpu_time() -> Duration {
@@ -62,22 +67,27 @@ fn cpu_timed(f: impl FnOnce()) -> Duration {
     thread_cpu_time() - start
 }
 
-/// Times `iters` calls of `op` on this thread while `rival`, if any, runs
-/// in a loop on another thread (started before, stopped after the timing).
-fn timed<F: Fn() + Sync, G: Fn() + Sync>(iters: u64, op: &F, rival: Option<&G>) -> Duration {
+/// A loop another thread runs while one is timed.
+type Rival<'a> = &'a (dyn Fn() + Sync);
+
+/// Times `iters` calls of `op` on this thread while each of `rivals` runs
+/// in a loop on a thread of its own (all started before, stopped after the
+/// timing).
+fn timed<F: Fn() + Sync>(iters: u64, op: &F, rivals: &[Rival<'_>]) -> Duration {
     let stop = AtomicBool::new(false);
-    let running = AtomicBool::new(false);
+    let running = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        if let Some(rival) = rival {
-            s.spawn(|| {
-                running.store(true, Ordering::Release);
+        for rival in rivals {
+            let (stop, running) = (&stop, &running);
+            s.spawn(move || {
+                running.fetch_add(1, Ordering::Release);
                 while !stop.load(Ordering::Relaxed) {
                     rival();
                 }
             });
-            while !running.load(Ordering::Acquire) {
-                std::hint::spin_loop();
-            }
+        }
+        while running.load(Ordering::Acquire) < rivals.len() {
+            std::hint::spin_loop();
         }
         let elapsed = cpu_timed(|| {
             for _ in 0..iters {
@@ -89,37 +99,40 @@ fn timed<F: Fn() + Sync, G: Fn() + Sync>(iters: u64, op: &F, rival: Option<&G>) 
     })
 }
 
-/// One benchmark of `op`, with the same operation as rival on a second
-/// thread when `threads == 2`.
-fn contended<F: Fn() + Sync>(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    name: &str,
-    threads: usize,
-    k: usize,
-    op: F,
-) {
-    let id = BenchmarkId::new(format!("{name}-{threads}t"), k);
-    g.bench_function(id, |b| {
-        b.iter_custom(|iters| timed(iters, &op, (threads == 2).then_some(&op)))
+/// Criterion's id of one of ours.
+fn bench_id(id: &Id) -> BenchmarkId {
+    BenchmarkId::new(id.function.clone(), &id.parameter)
+}
+
+/// One benchmark of `op`, with `threads - 1` other threads running the same
+/// operation.
+fn contended<F: Fn() + Sync>(g: &mut BenchmarkGroup<'_, WallTime>, id: Id, threads: usize, op: F) {
+    let rivals: Vec<Rival<'_>> = (1..threads).map(|_| &op as Rival<'_>).collect();
+    g.bench_function(bench_id(&id), |b| {
+        b.iter_custom(|iters| timed(iters, &op, &rivals))
     });
 }
 
 fn idle(c: &mut Criterion) {
-    let side = if NOTIFIER { "on" } else { "off" };
-    let emu = machine();
-    let mm = Mm::new(&emu, &emu).expect("root table");
+    let emu = api::machine();
+    let mm = api::address_space(&emu).expect("root table");
     let armed = Armed::new(&emu, &mm, BASE).expect("map one page");
     let mut g = c.benchmark_group("idle");
-    g.bench_function(BenchmarkId::new("ptep_clear_flush", side), |b| {
+    // One loop per hook, as the hook's caller would write it (no branch on
+    // which hook inside the timed loop).
+    g.bench_function(bench_id(&Id::idle(Hook::ClearFlush, NOTIFIER)), |b| {
         b.iter_custom(|iters| {
+            // One range around the loop, as a zap opens one for all its
+            // pages: the per-page cost is what figure 1 compares.
+            let range = armed.range();
             cpu_timed(|| {
                 for _ in 0..iters {
-                    black_box(armed.clear_flush(LAST));
+                    black_box(armed.clear_flush(&range, LAST));
                 }
             })
         })
     });
-    g.bench_function(BenchmarkId::new("ptep_clear_flush_young", side), |b| {
+    g.bench_function(bench_id(&Id::idle(Hook::Young, NOTIFIER)), |b| {
         b.iter_custom(|iters| {
             cpu_timed(|| {
                 for _ in 0..iters {
@@ -139,27 +152,28 @@ fn dispatch(c: &mut Criterion) {
         let dyns: Vec<&dyn DynNotifier> = sinks.iter().map(|s| s as &dyn DynNotifier).collect();
         let slice = SliceList(&dyns);
         let locked = LockedList::new(dyns.clone());
-        let head = NotifierHead::new();
+        let head = api::head();
         let _subs: Vec<_> = (0..k)
-            .map(|_| subscribe(&head, Sink::default()).expect("register"))
+            .map(|_| api::subscribe(&head, Sink::default()).expect("register"))
             .collect();
-        for threads in [1, 2] {
-            contended(&mut g, "page-srcu", threads, k, || {
+        for t in DISPATCH_THREADS {
+            let id = |op, list| Id::dispatch(op, list, t, k);
+            contended(&mut g, id(Op::Page, List::Head), t, || {
                 head.invalidate_page(black_box(BASE))
             });
-            contended(&mut g, "page-limit", threads, k, || {
+            contended(&mut g, id(Op::Page, List::Limit), t, || {
                 black_box(slice).invalidate_page(black_box(BASE))
             });
-            contended(&mut g, "page-lock", threads, k, || {
+            contended(&mut g, id(Op::Page, List::Lock), t, || {
                 locked.invalidate_page(black_box(BASE))
             });
-            contended(&mut g, "range-srcu", threads, k, || {
+            contended(&mut g, id(Op::Range, List::Head), t, || {
                 head_range(&head, black_box(range))
             });
-            contended(&mut g, "range-limit", threads, k, || {
+            contended(&mut g, id(Op::Range, List::Limit), t, || {
                 black_box(slice).invalidate_range(black_box(&range))
             });
-            contended(&mut g, "range-lock", threads, k, || {
+            contended(&mut g, id(Op::Range, List::Lock), t, || {
                 locked.invalidate_range(black_box(&range))
             });
         }
@@ -167,41 +181,74 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
+/// Figure 3's reader counts: the environment's, or one and one per CPU
+/// but the writer's.
+fn readers() -> Vec<usize> {
+    match std::env::var(CHURN_READERS_ENV) {
+        Ok(list) => {
+            parse_counts(&list).unwrap_or_else(|e| panic!("{CHURN_READERS_ENV}={list:?}: {e}"))
+        }
+        Err(_) => churn_readers(std::thread::available_parallelism().map_or(1, usize::from)),
+    }
+}
+
+/// Times `op` on this thread with `readers - 1` more readers running it,
+/// and the writer `churn` when given.
+fn churned<F: Fn() + Sync>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: Id,
+    readers: usize,
+    op: &F,
+    churn: Option<Rival<'_>>,
+) {
+    let mut rivals: Vec<Rival<'_>> = (1..readers).map(|_| op as Rival<'_>).collect();
+    rivals.extend(churn);
+    g.bench_function(bench_id(&id), |b| {
+        b.iter_custom(|iters| timed(iters, op, &rivals))
+    });
+}
+
 fn churn(c: &mut Criterion) {
     let mut g = c.benchmark_group("churn");
     g.measurement_time(Duration::from_millis(1200));
-    for k in CHURN_COUNTS {
-        let head = NotifierHead::new();
-        let _subs: Vec<_> = (0..k)
-            .map(|_| subscribe(&head, Sink::default()).expect("register"))
-            .collect();
-        let extra = Box::pin(Subscription::new(Sink::default()));
-        let op = || head.invalidate_page(black_box(BASE));
-        let register_unregister = || {
-            head.register(extra.as_ref()).expect("register");
-            head.unregister(extra.as_ref()).expect("unregister");
-        };
-        g.bench_function(BenchmarkId::new("srcu-quiet", k), |b| {
-            b.iter_custom(|iters| timed(iters, &op, None::<&fn()>))
-        });
-        g.bench_function(BenchmarkId::new("srcu-churn", k), |b| {
-            b.iter_custom(|iters| timed(iters, &op, Some(&register_unregister)))
-        });
+    for r in readers() {
+        for k in CHURN_COUNTS {
+            let head = api::head();
+            let _subs: Vec<_> = (0..k)
+                .map(|_| api::subscribe(&head, Sink::default()).expect("register"))
+                .collect();
+            let extra = api::subscription(Sink::default());
+            let op = || head.invalidate_page(black_box(BASE));
+            let register_unregister = || {
+                api::register(&head, extra.as_ref()).expect("register");
+                api::unregister(&head, extra.as_ref()).expect("unregister");
+            };
+            churned(&mut g, Id::churn(List::Head, r, false, k), r, &op, None);
+            churned(
+                &mut g,
+                Id::churn(List::Head, r, true, k),
+                r,
+                &op,
+                Some(&register_unregister),
+            );
 
-        let sinks = vec![Sink::default(); k];
-        let extra_sink = Sink::default();
-        let locked = LockedList::new(sinks.iter().map(|s| s as &dyn DynNotifier).collect());
-        let op = || locked.invalidate_page(black_box(BASE));
-        let register_unregister = || {
-            locked.register(&extra_sink);
-            locked.unregister(&extra_sink);
-        };
-        g.bench_function(BenchmarkId::new("lock-quiet", k), |b| {
-            b.iter_custom(|iters| timed(iters, &op, None::<&fn()>))
-        });
-        g.bench_function(BenchmarkId::new("lock-churn", k), |b| {
-            b.iter_custom(|iters| timed(iters, &op, Some(&register_unregister)))
-        });
+            let sinks = vec![Sink::default(); k];
+            let extra_sink = Sink::default();
+            let locked = LockedList::new(sinks.iter().map(|s| s as &dyn DynNotifier).collect());
+            let op = || locked.invalidate_page(black_box(BASE));
+            let register_unregister = || {
+                locked.register(&extra_sink);
+                locked.unregister(&extra_sink);
+            };
+            churned(&mut g, Id::churn(List::Lock, r, false, k), r, &op, None);
+            churned(
+                &mut g,
+                Id::churn(List::Lock, r, true, k),
+                r,
+                &op,
+                Some(&register_unregister),
+            );
+        }
     }
     g.finish();
 }
@@ -214,15 +261,15 @@ fn zap_range(c: &mut Criterion) {
         .measurement_time(Duration::from_millis(1000));
     for pages in ZAP_PAGES {
         for with in ZapWith::ALL {
-            let emu = machine();
-            let mm = Mm::new(&emu, &emu).expect("root table");
+            let emu = api::machine();
+            let mm = api::address_space(&emu).expect("root table");
             let head = mm.notifiers();
             let _range = (with == ZapWith::Range)
-                .then(|| subscribe(head, RangeWorker::default()).expect("register"));
+                .then(|| api::subscribe(head, RangeWorker::default()).expect("register"));
             let _page = (with == ZapWith::Page)
-                .then(|| subscribe(head, PageWorker::default()).expect("register"));
+                .then(|| api::subscribe(head, PageWorker::default()).expect("register"));
             map_pages(&mm, BASE, pages).expect("map");
-            g.bench_function(BenchmarkId::new(with.name(), pages), |b| {
+            g.bench_function(bench_id(&Id::zap(with, pages)), |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
@@ -241,17 +288,17 @@ fn zap_range(c: &mut Criterion) {
 
 #[cfg(feature = "notifier")]
 fn interval(c: &mut Criterion) {
-    use mmu_notifier_bench::interval::{interval_of, probe, Device, Scan, COUNTS};
-    use mmu_notifier_core::interval::{IntervalNotifiers, IntervalSub};
+    use mmu_notifier_bench::interval::{interval_of, probe, Device, Scan};
+    use mmu_notifier_bench::params::{Interval, INTERVAL_COUNTS};
 
     let mut g = c.benchmark_group("interval");
-    for n in COUNTS {
+    for n in INTERVAL_COUNTS {
         let range = probe(n);
-        let head = NotifierHead::new();
-        let manager = subscribe(&head, IntervalNotifiers::new()).expect("register");
+        let head = api::head();
+        let manager = api::subscribe(&head, api::interval_manager()).expect("register");
         let _subs: Vec<_> = (0..n)
             .map(|i| {
-                let sub = Box::pin(IntervalSub::new(Device));
+                let sub = api::interval_sub(Device);
                 let (start, len) = interval_of(i);
                 manager
                     .notifier()
@@ -260,25 +307,13 @@ fn interval(c: &mut Criterion) {
                 sub
             })
             .collect();
-        let scan_head = NotifierHead::new();
-        let _scan = subscribe(&scan_head, Scan::new(n)).expect("register");
-        g.bench_function(BenchmarkId::new("tree", n), |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    iters,
-                    &|| head_range(&head, black_box(range)),
-                    None::<&fn()>,
-                )
-            })
+        let scan_head = api::head();
+        let _scan = api::subscribe(&scan_head, Scan::new(n)).expect("register");
+        g.bench_function(bench_id(&Id::interval(Interval::Tree, n)), |b| {
+            b.iter_custom(|iters| timed(iters, &|| head_range(&head, black_box(range)), &[]))
         });
-        g.bench_function(BenchmarkId::new("scan", n), |b| {
-            b.iter_custom(|iters| {
-                timed(
-                    iters,
-                    &|| head_range(&scan_head, black_box(range)),
-                    None::<&fn()>,
-                )
-            })
+        g.bench_function(bench_id(&Id::interval(Interval::Scan, n)), |b| {
+            b.iter_custom(|iters| timed(iters, &|| head_range(&scan_head, black_box(range)), &[]))
         });
     }
     g.finish();

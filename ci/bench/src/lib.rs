@@ -9,33 +9,38 @@
 //! `BENCHMARKS.md`. Nothing here asserts a time.
 //!
 //! It uses the public API of the core only, as a kernel would, and owns no
-//! part of the protocol: if a figure is bad, the fix is in the core.
+//! part of the protocol: if a figure is bad, the fix is in the core. Every
+//! head, subscription and address space is constructed in [`api`], the one
+//! module to change when the core's constructors change; the parameters
+//! (counts, sizes, benchmark ids) come from `mmu-notifier-bench-params`,
+//! which `cargo xtask bench` reads too. A third driver, `scaling`
+//! (`src/bin/scaling.rs`, figure 7), measures reader scaling with
+//! [`scaling`] and builds as one static binary.
 
 use core::hint::black_box;
-use core::pin::Pin;
 use core::sync::atomic::{
     AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
 
-use mmu_notifier_core::arch::{Arch, Entry, Prot, PteSlot};
+use mmu_notifier_core::arch::{Arch, Entry, Level, Prot, PteSlot};
 use mmu_notifier_core::notifier::{Again, Callbacks, Event, InvalidateRange};
 use mmu_notifier_core::{
-    ptep_clear_flush_notify, ptep_clear_flush_young_notify, AddressSpace, Error, MmuNotifier,
-    NotifierHead, PageRange, PhysAddr, Reusable, Subscription, VirtAddr,
+    ptep_clear_flush_notify, ptep_clear_flush_young_notify, Error, MmuNotifier, PageRange,
+    PhysAddr, Reusable, TableMemory, VirtAddr,
 };
 use mmu_notifier_emu::Emu;
+
+pub mod api;
+pub mod scaling;
+
+pub use api::{Head, Mm};
+pub use mmu_notifier_bench_params as params;
+pub use params::ZapWith;
 
 /// Whether this build has the notifier list (`false`: the compiled-out
 /// baseline of figure 1).
 pub const NOTIFIER: bool = cfg!(feature = "notifier");
-
-/// Registered notifiers in the dispatch figures.
-pub const DISPATCH_COUNTS: [usize; 4] = [1, 4, 16, 64];
-/// Registered notifiers in the churn figures.
-pub const CHURN_COUNTS: [usize; 3] = [1, 4, 16];
-/// Zap sizes in pages; the last is the 2^18.
-pub const ZAP_PAGES: [usize; 3] = [1 << 12, 1 << 15, 1 << 18];
 
 /// Where the benchmarks map their pages (1 GiB-aligned, so a 2^18-page
 /// zap fills whole last-level tables).
@@ -50,16 +55,6 @@ const ACCESSED: u64 = 1 << 5;
 /// unless an emulated CPU accesses it, and the benchmarks never do, so a
 /// 2^18-page mapping needs no gigabyte of host memory.
 const FAKE_FRAMES: u64 = 1 << 40;
-
-/// An address space on the emulated MMU, which is also its frame allocator.
-pub type Mm<'e> = AddressSpace<'e, Emu, Emu>;
-
-/// The emulated machine every benchmark runs on: one CPU, so every TLB
-/// flush costs as little as the emulator allows and the notifier's share
-/// of an operation is, if anything, overstated.
-pub fn machine() -> Emu {
-    Emu::new(1)
-}
 
 /// A notifier that does nothing observable: every callback only hides its
 /// argument from the optimiser. What remains is the dispatch itself. It
@@ -193,8 +188,9 @@ impl MmuNotifier for RangeWorker {
     }
 }
 
-/// A secondary MMU as the 2008 seed knew it: it drops one translation per
-/// `invalidate_page` and listens to the seed's callbacks only.
+/// A secondary MMU as the original 2008 protocol knew it: it drops one
+/// translation per `invalidate_page` and listens to the per-page
+/// callbacks only.
 #[derive(Debug, Default)]
 pub struct PageWorker {
     /// What it received (`pages` is also its work).
@@ -203,7 +199,7 @@ pub struct PageWorker {
 
 impl MmuNotifier for PageWorker {
     fn callbacks(&self) -> Callbacks {
-        Callbacks::SEED
+        Callbacks::PER_PAGE
     }
 
     fn invalidate_page(&self, _addr: VirtAddr) {
@@ -215,36 +211,6 @@ impl MmuNotifier for PageWorker {
     }
     fn invalidate_range_end(&self, _range: &InvalidateRange) {
         bump(&self.calls.ends, 1);
-    }
-}
-
-/// Which notifier figure 4's zap runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ZapWith {
-    /// Nobody registered: the baseline.
-    Nobody,
-    /// One [`RangeWorker`].
-    Range,
-    /// One [`PageWorker`].
-    Page,
-}
-
-impl ZapWith {
-    /// All variants, baseline first.
-    pub const ALL: [ZapWith; 3] = [ZapWith::Nobody, ZapWith::Range, ZapWith::Page];
-
-    /// The name used in benchmark ids and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ZapWith::Nobody => "nobody",
-            ZapWith::Range => "range",
-            ZapWith::Page => "page",
-        }
-    }
-
-    /// The variant called `name`.
-    pub fn parse(name: &str) -> Option<ZapWith> {
-        ZapWith::ALL.into_iter().find(|z| z.name() == name)
     }
 }
 
@@ -351,7 +317,7 @@ impl<'n> LockedList<'n> {
 
 /// A range start and its end on the real list, with nothing in between.
 #[inline]
-pub fn head_range(head: &NotifierHead, range: InvalidateRange) {
+pub fn head_range(head: &Head, range: InvalidateRange) {
     head.invalidate_range_start(range).end();
 }
 
@@ -361,24 +327,10 @@ pub fn one_page_range() -> InvalidateRange {
     InvalidateRange::new(range, Event::Unmap)
 }
 
-/// A pinned, registered subscription of `n` on `head`.
-///
-/// # Errors
-/// What [`NotifierHead::register`] returns (without the `notifier`
-/// feature: always [`Error::NotifiersDisabled`]).
-pub fn subscribe<'h, N: MmuNotifier>(
-    head: &'h NotifierHead,
-    n: N,
-) -> Result<Pin<Box<Subscription<'h, N>>>, Error> {
-    let sub = Box::pin(Subscription::new(n));
-    head.register(sub.as_ref())?;
-    Ok(sub)
-}
-
 /// Maps `pages` base pages from `first` to fake frames.
 ///
 /// # Errors
-/// What [`AddressSpace::map`] returns.
+/// What [`mmu_notifier_core::AddressSpace::map`] returns.
 pub fn map_pages(mm: &Mm<'_>, first: VirtAddr, pages: usize) -> Result<(), Error> {
     let prot = Prot::READ | Prot::WRITE | Prot::USER;
     for i in 0..pages as u64 {
@@ -407,21 +359,27 @@ pub fn zap(mm: &Mm<'_>, pages: usize) -> usize {
 }
 
 /// The entry of level [`LAST`] that translates `va`, found by walking the
-/// tables as a page-table walker does; `None` if a table is missing.
-pub fn leaf_entry<'e>(emu: &'e Emu, mm: &Mm<'e>, va: VirtAddr) -> Option<&'e AtomicU64> {
+/// tables as a page-table walker does, with its physical address; `None`
+/// if a table is missing.
+pub fn leaf_entry<'e>(
+    emu: &'e Emu,
+    mm: &Mm<'e>,
+    va: VirtAddr,
+) -> Option<(&'e AtomicU64, PhysAddr)> {
     let mut table = mm.root();
-    for (l, level) in Emu::LEVELS.iter().enumerate() {
-        let words = emu.phys_to_virt(table).cast::<AtomicU64>();
+    for level in (0..Emu::LEVELS.len()).map(Level::<Emu>::new) {
+        let words = emu.phys_to_virt(table).as_ptr().cast::<AtomicU64>();
+        let index = level.index_of(va);
         // SAFETY: `table` is a table of this tree (the root, or read from a
         // table entry just above); every emulated table is one 4 KiB arena
         // frame of 512 aligned words, `index` is below 512, and arena frames
         // stay allocated until the `Emu` itself drops, which outlives 'e.
         // The tree only ever accesses these words atomically too.
-        let entry = unsafe { &*words.add(level.index(va)) };
-        if l == LAST {
-            return Some(entry);
+        let entry = unsafe { &*words.add(index) };
+        if level.is_last() {
+            return Some((entry, PhysAddr(table.0 + index as u64 * 8)));
         }
-        match Emu::decode(l, entry.load(Acquire)) {
+        match Emu::decode(level, entry.load(Acquire)) {
             Entry::Table(next) => table = next,
             _ => return None,
         }
@@ -434,8 +392,9 @@ pub fn leaf_entry<'e>(emu: &'e Emu, mm: &Mm<'e>, va: VirtAddr) -> Option<&'e Ato
 /// address space.
 pub struct Armed<'e> {
     emu: &'e Emu,
-    head: &'e NotifierHead,
+    head: &'e Head,
     entry: &'e AtomicU64,
+    entry_pa: PhysAddr,
     va: VirtAddr,
     leaf: u64,
 }
@@ -447,42 +406,58 @@ impl<'e> Armed<'e> {
     /// What mapping the page returns.
     pub fn new(emu: &'e Emu, mm: &'e Mm<'e>, va: VirtAddr) -> Result<Self, Error> {
         map_pages(mm, va, 1)?;
-        let entry = leaf_entry(emu, mm, va).ok_or(Error::OutOfMemory)?;
+        let (entry, entry_pa) = leaf_entry(emu, mm, va).ok_or(Error::OutOfMemory)?;
         let leaf = entry.load(Acquire);
         debug_assert!(
-            matches!(Emu::decode(LAST, leaf | ACCESSED), Entry::Leaf(l) if l.young),
+            matches!(Emu::decode(Level::LAST, leaf | ACCESSED), Entry::Leaf(l) if l.young),
             "bit 5 is the emulated accessed bit"
         );
         Ok(Self {
             emu,
             head: mm.notifiers(),
             entry,
+            entry_pa,
             va,
             leaf,
         })
     }
 
-    fn slot(&self, level: usize) -> PteSlot<'e> {
-        // SAFETY: `entry` is the level-`LAST` entry translating `va` (found by
-        // walking the tree), `va` is page-aligned, and the benchmark is the
-        // only user of this address space, so nothing else changes the entry
-        // while the slot lives: what holding the page-table lock guarantees.
-        unsafe { PteSlot::new(self.entry, self.va, level) }
+    fn slot(&self, level: usize) -> PteSlot<'e, Emu> {
+        let level = Level::from_index(level).expect("an emulated level");
+        // SAFETY: 1. `entry` is the entry translating `va` at `entry_pa`
+        // (found by walking the tree); 2. the benchmark is the only user of
+        // this address space, so nothing else changes the entry while the
+        // slot lives: what holding the page-table lock guarantees.
+        unsafe { PteSlot::new(self.entry, self.entry_pa, self.va, level) }
+            .expect("a page-aligned address inside the emulated space")
+    }
+
+    /// Opens the range a walker opens around this page's unmap: what
+    /// [`clear_flush`](Self::clear_flush) needs. Open it once for many
+    /// calls, as a zap opens one range for all its pages.
+    pub fn range(&self) -> mmu_notifier_core::RangeGuard<'e, api::Kernel> {
+        let span = PageRange::from_pages(self.va, 1, PAGE).expect("a page");
+        self.head
+            .invalidate_range_start(InvalidateRange::new(span, Event::Unmap))
     }
 
     /// `ptep_clear_flush` with the notifier step (clear, flush, notify),
-    /// then the page is mapped again for the next call. `level` is the
-    /// level the walker passes: [`LAST`], or hidden from the optimiser to
-    /// model a walker that does not know it at compile time.
+    /// inside `range` (from [`range`](Self::range)), then the page is
+    /// mapped again for the next call: the per-page cost of a zap. `level`
+    /// is the level the walker passes: [`LAST`], or hidden from the
+    /// optimiser to model a walker that does not know it at compile time.
     #[inline(always)]
-    pub fn clear_flush(&self, level: usize) -> Option<Reusable> {
+    pub fn clear_flush(
+        &self,
+        range: &mmu_notifier_core::RangeGuard<'_, api::Kernel>,
+        level: usize,
+    ) -> Option<Reusable> {
         let slot = self.slot(level);
-        // SAFETY: the entry holds a valid leaf (mapped by `new`, re-armed
-        // below after every clear) of an address space whose head is
-        // `self.head`; nothing runs from the fake frame it maps.
-        let frame = unsafe { ptep_clear_flush_notify(self.emu, self.head, &slot) };
-        // SAFETY: the entry is invalid (just cleared) and the leaf maps the
-        // page's own frame again.
+        // SAFETY: 1. nothing runs from the fake frame the leaf maps; 2.
+        // `range` is open on this address space's head.
+        let frame = unsafe { ptep_clear_flush_notify(self.emu, range, &slot) }.ok();
+        // SAFETY: 1. the entry is invalid (just cleared); 2. the leaf maps
+        // the page's own frame again.
         unsafe { self.emu.set_pte_at(&slot, self.leaf) };
         frame
     }
@@ -494,9 +469,8 @@ impl<'e> Armed<'e> {
     pub fn clear_flush_young(&self, level: usize) -> bool {
         self.entry.store(self.leaf | ACCESSED, Release);
         let slot = self.slot(level);
-        // SAFETY: the entry holds a valid leaf of an address space whose
-        // head is `self.head`.
-        unsafe { ptep_clear_flush_young_notify(self.emu, self.head, &slot) }
+        // SAFETY: 1. this address space's own head.
+        unsafe { ptep_clear_flush_young_notify(self.emu, self.head, &slot) }.unwrap_or(false)
     }
 }
 
@@ -506,12 +480,12 @@ mod tests {
 
     #[test]
     fn armed_page_is_cleared_flushed_and_mapped_again() {
-        let emu = machine();
-        let mm = Mm::new(&emu, &emu).expect("root table");
+        let emu = api::machine();
+        let mm = api::address_space(&emu).expect("root table");
         let armed = Armed::new(&emu, &mm, BASE).expect("map");
         let flushes = emu.flush_count();
         assert!(
-            armed.clear_flush(LAST).is_some(),
+            armed.clear_flush(&armed.range(), LAST).is_some(),
             "a mapped page gives its frame back"
         );
         assert_eq!(emu.flush_count(), flushes + 1, "the CPU TLB is flushed");
@@ -528,9 +502,9 @@ mod tests {
     #[cfg(feature = "notifier")]
     #[test]
     fn zap_reaches_a_registered_notifier_per_page_and_once_per_range() {
-        let emu = machine();
-        let mm = Mm::new(&emu, &emu).expect("root table");
-        let sub = subscribe(mm.notifiers(), Counting::default()).expect("register");
+        let emu = api::machine();
+        let mm = api::address_space(&emu).expect("root table");
+        let sub = api::subscribe(mm.notifiers(), Counting::default()).expect("register");
         map_pages(&mm, BASE, 64).expect("map");
         assert_eq!(zap(&mm, 64), 64, "every mapped page is zapped");
         let c = sub.notifier();
@@ -564,9 +538,6 @@ pub mod interval {
     use super::{black_box, Again, InvalidateRange, MmuNotifier, PageRange, VirtAddr, BASE, PAGE};
     use mmu_notifier_core::interval::{IntervalOps, IntervalSub};
     use mmu_notifier_core::notifier::Event;
-
-    /// Subscriptions in figure 5.
-    pub const COUNTS: [usize; 3] = [10, 1_000, 100_000];
 
     /// A device whose interval callback does the protocol's minimum: record
     /// the sequence (no driver lock: nothing faults in the benchmark).

@@ -14,10 +14,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::{miri_cache_home, msrv, MIRI_TARGETS, MIRI_TOOLCHAIN};
+use crate::arch::Arch;
+use crate::toolchain::{miri_cache_home, msrv, MIRI_TARGETS, MIRI_TOOLCHAIN};
 
-/// Targets the active toolchain needs (kernels, cross clippy).
-const TARGETS: &[&str] = &["x86_64-unknown-none", "s390x-unknown-linux-gnu"];
+/// Targets the active toolchain needs: the kernels' (and the cross clippy
+/// steps') of every arch.
+const TARGETS: [Arch; 2] = Arch::ALL;
 /// Components the active toolchain needs.
 const COMPONENTS: &[&str] = &["clippy", "rustfmt"];
 /// Components of the pinned nightly.
@@ -29,6 +31,11 @@ const SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 /// stanza's starts with `bookworm-security`).
 const MAIN_SUITES: &[&str] = &["bookworm", "bookworm-updates"];
 const BACKPORTS: &str = "bookworm-backports";
+/// The emulators. Their dependencies bring the firmware the kernels boot
+/// with (qemu-system-data: qboot, s390-ccw.img; seabios); their
+/// recommendations (a GUI with GTK, GStreamer and Mesa, SPICE and OpenGL
+/// modules, OVMF, block drivers, qemu-utils) are for a desktop, not for
+/// `-display none -nodefaults`, and are not installed.
 const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "qemu-system-s390x"];
 /// The QEMU major version the runners are written against.
 const QEMU_MAJOR: &str = "10";
@@ -125,7 +132,7 @@ fn has_item(installed: &[String], name: &str, host: &str) -> bool {
 
 fn targets() -> Result<(), String> {
     let installed = lines("rustup", &["target", "list", "--installed"])?;
-    for target in TARGETS {
+    for target in TARGETS.map(Arch::triple) {
         if has_item(&installed, target, "") {
             println!("rust target {target}: present");
         } else {
@@ -209,10 +216,10 @@ fn miri_sysroots() -> Result<(), String> {
     let plus = format!("+{MIRI_TOOLCHAIN}");
     for target in MIRI_TARGETS {
         let mut args = vec![plus.as_str(), "miri", "setup"];
-        if let Some(t) = target {
-            args.extend(["--target", t]);
+        if let Some(arch) = target {
+            args.extend(["--target", arch.triple()]);
         }
-        let label = target.unwrap_or("host");
+        let label = target.map_or("host", Arch::triple);
         // A first build takes a minute: say what we wait for.
         print!("miri sysroot ({label}): ");
         let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -315,10 +322,7 @@ fn qemu() -> Result<(), String> {
             ));
         }
         sudo("apt-get update");
-        sudo(&format!(
-            "apt-get install -y -t {BACKPORTS} {}",
-            QEMU_PACKAGES.join(" ")
-        ));
+        sudo(&format!("apt-get {}", apt_install_args().join(" ")));
         return Err("QEMU: not installed (needs root)".into());
     }
 
@@ -331,9 +335,7 @@ fn qemu() -> Result<(), String> {
     }
     println!("QEMU {QEMU_MAJOR}: installing {}", QEMU_PACKAGES.join(" "));
     install("apt-get", &["update"])?;
-    let mut args = vec!["install", "-y", "-t", BACKPORTS];
-    args.extend(QEMU_PACKAGES);
-    install("apt-get", &args)?;
+    install("apt-get", &apt_install_args())?;
 
     let (ok, report) = qemu_ok();
     for line in &report {
@@ -346,6 +348,14 @@ fn qemu() -> Result<(), String> {
             "QEMU {QEMU_MAJOR}: still missing after apt-get install"
         ))
     }
+}
+
+/// `apt-get` arguments that install QEMU from backports: only what the
+/// packages depend on, none of what they recommend.
+fn apt_install_args() -> Vec<&'static str> {
+    let mut args = vec!["install", "-y", "--no-install-recommends", "-t", BACKPORTS];
+    args.extend(QEMU_PACKAGES);
+    args
 }
 
 /// Whether we run as root (the owner of `/proc/self` is our effective uid).
@@ -417,6 +427,15 @@ mod tests {
     #[test]
     fn sources_without_a_main_stanza_are_an_error() {
         assert!(add_backports("Types: deb\nSuites: bookworm-security\n").is_err());
+    }
+
+    #[test]
+    fn qemu_is_installed_from_backports_without_recommendations() {
+        assert_eq!(
+            apt_install_args().join(" "),
+            "install -y --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-system-s390x",
+            "no GUI, audio or GL stacks; no question asked"
+        );
     }
 
     #[test]

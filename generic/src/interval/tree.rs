@@ -245,7 +245,8 @@ impl Tree {
     /// 2. Every node of the tree, and `n`, stays alive until removed.
     /// 3. `n` is not in the tree.
     pub(super) unsafe fn insert(&self, n: *const Links) {
-        // SAFETY: forwarded contract.
+        // SAFETY: `insert_at`'s conditions are ours: 1. exclusive access to
+        // the tree and `n`; 2. every node alive; 3. `n` not yet in it.
         unsafe { self.root.set(insert_at(self.root.get(), n)) };
     }
 
@@ -254,7 +255,8 @@ impl Tree {
     /// # Safety
     /// 1. and 2. as [`insert`](Self::insert); 3. `n` is in the tree.
     pub(super) unsafe fn remove(&self, n: *const Links) {
-        // SAFETY: forwarded contract.
+        // SAFETY: `remove_at`'s conditions are ours: 1. exclusive access;
+        // 2. every node alive; 3. `n` is in the tree.
         unsafe { self.root.set(remove_at(self.root.get(), n)) };
     }
 
@@ -263,7 +265,8 @@ impl Tree {
     /// # Safety
     /// Nothing writes the tree meanwhile, and its nodes are alive.
     pub(super) unsafe fn any_overlap(&self, first: u64, last: u64) -> bool {
-        // SAFETY: forwarded contract.
+        // SAFETY: our one condition: nothing writes the tree while we read
+        // it, and every node we reach from the root is alive.
         unsafe {
             let mut n = self.root.get();
             while let Some(node) = n.as_ref() {
@@ -302,7 +305,8 @@ impl Tree {
         last: u64,
         f: &mut dyn FnMut(*const Links) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        // SAFETY: forwarded contract.
+        // SAFETY: `visit` needs what we are promised: no writer for the
+        // whole walk (`f` included) and live nodes.
         unsafe { visit(self.root.get(), first, last, f) }
     }
 
@@ -316,7 +320,8 @@ impl Tree {
         /// (count, height, max_last, min key, max key)
         type Summary = (usize, u8, u64, (u64, usize), (u64, usize));
         unsafe fn go(n: *const Links) -> Result<Option<Summary>, &'static str> {
-            // SAFETY: forwarded contract, for `n` and its children.
+            // SAFETY: `check`'s condition (no writer, live nodes), which
+            // holds for `n` and every node below it.
             unsafe {
                 let Some(node) = n.as_ref() else {
                     return Ok(None);
@@ -353,7 +358,7 @@ impl Tree {
                 Ok(Some((count, node.height.get(), max, lo, hi)))
             }
         }
-        // SAFETY: forwarded contract.
+        // SAFETY: our condition (no writer, live nodes) is `go`'s.
         Ok(unsafe { go(self.root.get()) }?.map_or(0, |s| s.0))
     }
 }

@@ -16,8 +16,8 @@ use core::pin::Pin;
 use core::ptr;
 
 use super::node::{
-    head_of, membership, state_of, HeadOps, Node, Subscription, IDLE, REGISTERED, RELEASED,
-    RELEASING, UNREGISTERING,
+    head_of, membership, state_of, HeadOps, Node, Subscription, IDLE, REGISTERED, REGISTERING,
+    RELEASED, RELEASING, UNREGISTERING,
 };
 use super::{Callbacks, MmuNotifier};
 use crate::error::Error;
@@ -144,7 +144,11 @@ impl<K: Kernel> NotifierHead<K> {
         }
     }
 
-    /// Registers `sub` on this head.
+    /// Registers `sub` on this head. It must be pinned (its address is on
+    /// the list): `let sub = core::pin::pin!(Subscription::new(n));` then
+    /// `head.register(sub.as_ref())`, or `Box::pin`, or a `static` with
+    /// `Pin::static_ref`. Passing a plain `&sub` fails to compile with
+    /// E0308 ("expected `Pin<&Subscription<..>>`").
     ///
     /// Returns once every range invalidation that was in flight has ended,
     /// so the notifier starts with a consistent view: every invalidation it
@@ -188,7 +192,7 @@ impl<K: Kernel> NotifierHead<K> {
                 }
                 match node.membership.compare_exchange(
                     word,
-                    membership(self.addr(), REGISTERED),
+                    membership(self.addr(), REGISTERING),
                     Acquire,
                     Acquire,
                 ) {
@@ -209,6 +213,10 @@ impl<K: Kernel> NotifierHead<K> {
             self.first.store(sub.node_ptr(), Release);
             self.interest.fetch_or(callbacks.bits(), Release);
             self.generation.store(generation, Release);
+            // Only now `is_registered`: whoever sees it sees the node linked
+            // and wanted.
+            node.membership
+                .store(membership(self.addr(), REGISTERED), Release);
         }
         // Range operations hold a read-side section from start to end.
         K::rcu().synchronize();

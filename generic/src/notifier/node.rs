@@ -28,6 +28,9 @@ pub(super) const UNREGISTERING: usize = 2;
 pub(super) const RELEASING: usize = 3;
 /// Released by its head, which no longer touches it.
 pub(super) const RELEASED: usize = 4;
+/// Claimed by a head that is linking it (under that head's lock); becomes
+/// REGISTERED once linked and visible to readers.
+pub(super) const REGISTERING: usize = 5;
 const STATE_BITS: usize = 0b111;
 
 /// A membership word: `head address | state`.

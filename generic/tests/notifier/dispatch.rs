@@ -79,7 +79,7 @@ fn every_registered_notifier_is_called() {
 
 #[test]
 fn missing_ops_are_skipped() {
-    /// Implements only the seed's `invalidate_page`.
+    /// Implements only `invalidate_page`.
     struct PageOnly(AtomicUsize);
     impl MmuNotifier for PageOnly {
         fn invalidate_page(&self, _: VirtAddr) {

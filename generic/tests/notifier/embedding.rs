@@ -3,7 +3,7 @@
 //! between entering and leaving is still waited for; heads as statics.
 
 use std::cell::Cell;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use mmu_notifier_core::kernel::{Rcu, ReadToken};
 
@@ -98,65 +98,77 @@ fn a_reader_writes_only_its_own_cpus_slot() {
 
 #[test]
 fn a_reader_that_migrates_between_entering_and_leaving_is_still_waited_for() {
-    let head: &'static NotifierHead<FourCpus> = Box::leak(Box::new(NotifierHead::for_kernel()));
-    let (started, leave) = (
-        std::sync::Arc::new(std::sync::Barrier::new(2)),
-        std::sync::Arc::new(std::sync::Barrier::new(2)),
-    );
-    let (s, l) = (started.clone(), leave.clone());
-    let reader = thread::spawn(move || {
-        run_on(1);
-        let guard = head.invalidate_range_start(unmap(0, 1));
-        run_on(3); // preempted and resumed elsewhere
-        s.wait();
-        l.wait();
-        guard.end(); // leaves on CPU 3
+    let head = NotifierHead::<FourCpus>::for_kernel();
+    let sub = pin!(Subscription::new(Quiet));
+    let (started, leave) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    thread::scope(|s| {
+        let reader = s.spawn(|| {
+            run_on(1);
+            let guard = head.invalidate_range_start(unmap(0, 1));
+            run_on(3); // preempted and resumed elsewhere
+            started.wait();
+            leave.wait();
+            guard.end(); // leaves on CPU 3
+        });
+        started.wait();
+        let registrar = s.spawn(|| {
+            run_on(0);
+            head.register(sub.as_ref()).unwrap();
+        });
+        pause();
+        assert!(
+            !registrar.is_finished(),
+            "register must wait for the range, whose reader moved from CPU 1 to CPU 3"
+        );
+        leave.wait();
+        reader.join().unwrap();
+        registrar.join().unwrap();
     });
-    started.wait();
-    let registrar = thread::spawn(move || {
-        run_on(0);
-        let sub = Pin::static_ref(Box::leak(Box::new(Subscription::new(Quiet))));
-        head.register(sub).unwrap();
-    });
-    pause();
-    assert!(
-        !registrar.is_finished(),
-        "register must wait for the range, whose reader moved from CPU 1 to CPU 3"
-    );
-    leave.wait();
-    reader.join().unwrap();
-    registrar.join().unwrap();
 }
 
 #[test]
 fn grace_periods_wait_the_kernels_way() {
-    let head: &'static NotifierHead<FourCpus> = Box::leak(Box::new(NotifierHead::for_kernel()));
+    let head = NotifierHead::<FourCpus>::for_kernel();
+    let sub = pin!(Subscription::new(Quiet));
     let before = FOUR_WAITS.load(SeqCst);
     let guard = head.invalidate_range_start(unmap(0, 1));
-    let registrar = thread::spawn(move || {
-        let sub = Pin::static_ref(Box::leak(Box::new(Subscription::new(Quiet))));
-        head.register(sub).unwrap();
+    thread::scope(|s| {
+        let registrar = s.spawn(|| head.register(sub.as_ref()).unwrap());
+        // The registration cannot finish while this range is open: it
+        // waits, and every round of that waiting is the kernel's `wait`.
+        while FOUR_WAITS.load(SeqCst) == before {
+            assert!(
+                !registrar.is_finished(),
+                "register returned inside an open range"
+            );
+            thread::yield_now();
+        }
+        guard.end();
+        registrar.join().unwrap();
     });
-    // The registration cannot finish while this range is open: it waits,
-    // and every round of that waiting is the kernel's `wait`.
-    while FOUR_WAITS.load(SeqCst) == before {
-        assert!(
-            !registrar.is_finished(),
-            "register returned inside an open range"
-        );
-        thread::yield_now();
+}
+
+/// The notifier of a static subscription: remembers the last page.
+struct LastPage(AtomicU64);
+impl MmuNotifier for LastPage {
+    fn invalidate_page(&self, addr: VirtAddr) {
+        self.0.store(addr.0, SeqCst);
     }
-    guard.end();
-    registrar.join().unwrap();
 }
 
 #[test]
-fn a_static_head_of_a_kernel_works_like_any_other() {
-    let sub = Pin::static_ref(Box::leak(Box::new(Subscription::new(Recorder::default()))));
+fn a_static_head_and_a_static_subscription_work_like_any_other() {
+    static DRIVER: Subscription<'static, LastPage> = Subscription::new(LastPage(AtomicU64::new(0)));
+    let sub = Pin::static_ref(&DRIVER);
     KERNEL_MM.register(sub).unwrap();
     KERNEL_MM.invalidate_page(va(9));
-    assert_eq!(sub.notifier().calls(), [Call::Page(va(9))]);
+    assert_eq!(
+        DRIVER.notifier().0.load(SeqCst),
+        va(9).0,
+        "a static subscription on a static head is called"
+    );
     KERNEL_MM.unregister(sub).unwrap();
+    assert!(!DRIVER.is_registered(), "and unregistered");
 }
 
 /// A kernel that brings its own RCU: here one made of the crate's `Srcu`

@@ -19,16 +19,18 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
+use mmu_notifier_bench::params::Hook;
 use mmu_notifier_bench::{
-    machine, map_pages, subscribe, zap, Armed, Mm, PageWorker, RangeWorker, Sink, ZapWith, BASE,
-    LAST,
+    api, map_pages, zap, Armed, Mm, PageWorker, RangeWorker, Sink, ZapWith, BASE, LAST,
 };
 use mmu_notifier_core::Error;
 
 #[inline(never)]
 fn clear_flush_loop(armed: &Armed<'_>, n: u64) {
+    // One range around the loop, as a zap opens one for all its pages.
+    let range = armed.range();
     for _ in 0..n {
-        black_box(armed.clear_flush(LAST));
+        black_box(armed.clear_flush(&range, LAST));
     }
 }
 
@@ -47,17 +49,17 @@ pub fn bench_zap_once(mm: &Mm<'_>, pages: usize) -> usize {
 }
 
 fn zap_op(pages: usize, with: ZapWith) -> Result<String, String> {
-    let emu = machine();
-    let mm = Mm::new(&emu, &emu).map_err(|e| format!("address space: {e:?}"))?;
+    let emu = api::machine();
+    let mm = api::address_space(&emu).map_err(|e| format!("address space: {e:?}"))?;
     let head = mm.notifiers();
     let err = |e: Error| format!("{e:?}");
     map_pages(&mm, BASE, pages).map_err(err)?;
     let range = match with {
-        ZapWith::Range => Some(subscribe(head, RangeWorker::default()).map_err(err)?),
+        ZapWith::Range => Some(api::subscribe(head, RangeWorker::default()).map_err(err)?),
         _ => None,
     };
     let page = match with {
-        ZapWith::Page => Some(subscribe(head, PageWorker::default()).map_err(err)?),
+        ZapWith::Page => Some(api::subscribe(head, PageWorker::default()).map_err(err)?),
         _ => None,
     };
     let n = bench_zap_once(&mm, pages);
@@ -76,19 +78,18 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parse = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
     let result = match (args.first().map(String::as_str), parse(1)) {
-        (Some(op @ ("clear-flush" | "young")), Some(n)) => {
-            let emu = machine();
-            let mm = Mm::new(&emu, &emu).expect("root table");
+        (Some(op), Some(n)) if Hook::parse_op(op).is_some() => {
+            let emu = api::machine();
+            let mm = api::address_space(&emu).expect("root table");
             let armed = Armed::new(&emu, &mm, BASE).expect("map one page");
             let k = parse(2).unwrap_or(0);
             let _subs = (0..k)
-                .map(|_| subscribe(mm.notifiers(), Sink::default()))
+                .map(|_| api::subscribe(mm.notifiers(), Sink::default()))
                 .collect::<Result<Vec<_>, _>>()
                 .expect("registering needs the notifier feature");
-            if op == "young" {
-                young_loop(&armed, n);
-            } else {
-                clear_flush_loop(&armed, n);
+            match Hook::parse_op(op) {
+                Some(Hook::Young) => young_loop(&armed, n),
+                _ => clear_flush_loop(&armed, n),
             }
             Ok(format!("{op} x{n}"))
         }

@@ -56,7 +56,10 @@ pub(crate) unsafe fn ipte(pte: &AtomicU64, pte_real: u64, va: u64) {
         }
     } else {
         let _ = (pte_real, va);
-        pte.fetch_or(crate::dat::PageTableEntry::INVALID.bits(), Ordering::AcqRel);
+        pte.fetch_or(
+            crate::entry::PageTableEntry::INVALID.bits(),
+            Ordering::AcqRel,
+        );
     }
 }
 
@@ -94,7 +97,7 @@ pub(crate) unsafe fn idte_segment(ste: &AtomicU64, ste_real: u64, va: u64) {
     } else {
         let _ = (ste_real, va);
         ste.fetch_or(
-            crate::dat::SegmentTableEntry::INVALID.bits(),
+            crate::entry::SegmentTableEntry::INVALID.bits(),
             Ordering::AcqRel,
         );
     }

@@ -1,7 +1,7 @@
 //! [`S390x`]: the [`Arch`] implementation for z/Architecture DAT.
 //!
 //! Owns the geometry (four 2048-entry region/segment levels over 256-entry
-//! page tables), the entry encodings of [`crate::dat`] in portable terms,
+//! page tables), the entry encodings of [`crate::entry`] in portable terms,
 //! and the primitives that change live entries. It calls no notifier:
 //! [`mmu_notifier_core::pgtable`] wraps these primitives with the notifier
 //! step, where no override here can skip it.
@@ -13,8 +13,8 @@ use mmu_notifier_core::{
     VirtAddr,
 };
 
-use crate::dat::{PageTableEntry as Pte, RegionTableEntry, SegmentTableEntry as Ste, TableType};
-use crate::hw;
+use crate::entry::{PageTableEntry as Pte, RegionTableEntry, SegmentTableEntry as Ste, TableType};
+use crate::instr;
 
 /// z/Architecture DAT with a region-first root: 64-bit virtual addresses,
 /// 4 KiB pages, 1 MiB large segments (EDAT-1).
@@ -54,7 +54,7 @@ impl S390x {
     /// ASCE. [`Arch::flush_tlb_all`] purges every CPU instead. On the host
     /// it does nothing.
     pub fn flush_tlb_local(&self) {
-        hw::ptlb();
+        instr::ptlb();
     }
 
     /// Sets the level's invalid bit in a live entry, purging every CPU's
@@ -85,10 +85,10 @@ impl S390x {
                 // address `real`, so its page table is at `real & !0x7ff`,
                 // and the page-table lock is held (the slot's contract);
                 // 2. and 3. are our conditions 2. and 3.
-                unsafe { hw::ipte(word, real, slot.va().0) }
+                unsafe { instr::ipte(word, real, slot.va().0) }
             } else {
                 // SAFETY: as above, for the segment-table entry of `va`.
-                unsafe { hw::idte_segment(word, real, slot.va().0) }
+                unsafe { instr::idte_segment(word, real, slot.va().0) }
             }
         }
         let old = word.swap(new, Ordering::AcqRel);
@@ -103,7 +103,7 @@ impl S390x {
     /// (over every 4 KiB block of a large leaf), as the level's software
     /// young/dirty bits. On the host, 0: the entry's own bits are the state.
     fn key_state(&self, level: Level<Self>, leaf_raw: u64) -> u64 {
-        if !hw::HW {
+        if !instr::HW {
             return 0;
         }
         let (frame, blocks, young, dirty) = if level == Self::PAGE {
@@ -125,10 +125,10 @@ impl S390x {
         for b in 0..blocks {
             // SAFETY: the frame of a leaf this address space maps is
             // installed storage; supervisor state is the primitives' contract.
-            key |= unsafe { hw::iske(frame + b * 4096) };
+            key |= unsafe { instr::iske(frame + b * 4096) };
         }
-        (if key & hw::KEY_R != 0 { young } else { 0 })
-            | (if key & hw::KEY_C != 0 { dirty } else { 0 })
+        (if key & instr::KEY_R != 0 { young } else { 0 })
+            | (if key & instr::KEY_C != 0 { dirty } else { 0 })
     }
 }
 
@@ -443,7 +443,7 @@ unsafe impl Arch for S390x {
         } else {
             Ste::YOUNG.bits()
         };
-        if !hw::HW {
+        if !instr::HW {
             return slot.word().fetch_and(!young_bit, Ordering::AcqRel) & young_bit != 0;
         }
         let Entry::Leaf(leaf) = Self::decode(level, slot.read()) else {
@@ -455,7 +455,7 @@ unsafe impl Arch for S390x {
             // SAFETY: the frame of a valid leaf (caller) is installed
             // storage; supervisor state is the primitives' contract. Not
             // short-circuited: every block's bit must be reset.
-            young |= unsafe { hw::rrbe(leaf.frame.0 + b * 4096) };
+            young |= unsafe { instr::rrbe(leaf.frame.0 + b * 4096) };
         }
         young
     }
@@ -471,7 +471,7 @@ unsafe impl Arch for S390x {
     /// [`S390x::flush_tlb_local`], would purge only the calling CPU; Linux
     /// later used IDTE by ASCE for a single address space.)
     fn flush_tlb_all(&self) {
-        hw::purge_all_cpus();
+        instr::purge_all_cpus();
     }
 
     /// IPTE clears and purges in one instruction, so this is
