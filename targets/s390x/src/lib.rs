@@ -55,6 +55,7 @@ pub mod platform;
 pub mod probe;
 pub mod skey;
 pub mod smp;
+pub mod zpci;
 
 pub use boot::{cmdline, cmdline_arg};
 pub use dat::{activate, ipte, kernel_root, ptlb, TEST_WINDOW};

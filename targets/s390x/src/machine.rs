@@ -187,10 +187,16 @@ static DOUBLE_FREES: AtomicU64 = AtomicU64::new(0);
 static DOUBLE_FREED: AtomicU64 = AtomicU64::new(0);
 
 /// The real machine, for the conformance suite: the running CPU, QEMU's TLB.
+///
+/// `D` is what the machine has beside its CPUs and memory: nothing for
+/// the suite's kernels, the zPCI function and its device for the `iommu`
+/// kernel (which implements the DMA cases' machine on
+/// `KernelMachine<Zpci>`).
 #[derive(Debug)]
-pub struct KernelMachine {
+pub struct KernelMachine<D = ()> {
     arch: S390x,
     frames: KernelFrames,
+    devices: D,
 }
 
 impl KernelMachine {
@@ -198,11 +204,25 @@ impl KernelMachine {
     /// Allocates the view's region-first table now (once per boot), so
     /// that it does not count against the first case's memory.
     pub fn new() -> Self {
+        Self::with_devices(())
+    }
+}
+
+impl<D> KernelMachine<D> {
+    /// The machine with `devices` beside its CPUs (allocates the view's
+    /// table, as [`new`](KernelMachine::new)).
+    pub fn with_devices(devices: D) -> Self {
         let _ = view_table();
         Self {
             arch: S390x::new(),
             frames: KernelFrames,
+            devices,
         }
+    }
+
+    /// What the machine has beside its CPUs.
+    pub fn devices(&self) -> &D {
+        &self.devices
     }
 }
 
@@ -249,7 +269,7 @@ pub fn fault_name(f: CpuFault) -> &'static str {
     }
 }
 
-impl Machine for KernelMachine {
+impl<D> Machine for KernelMachine<D> {
     type Arch = S390x;
     type Frames = KernelFrames;
     type Kernel = crate::platform::Kernel;
@@ -344,7 +364,7 @@ impl Machine for KernelMachine {
 /// cases bound their own waits well below this).
 const JOB_TIMEOUT_US: u64 = 60_000_000;
 
-impl Cpus for KernelMachine {
+impl<D: Sync> Cpus for KernelMachine<D> {
     fn count(&self) -> usize {
         smp::online()
     }

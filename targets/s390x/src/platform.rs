@@ -92,6 +92,8 @@ pub const BUILD: &str = if cfg!(mmu_notifier_broken = "no-flush") {
     "broken: no-notify (the core skips the notifier step)"
 } else if cfg!(mmu_notifier_broken = "no-grace") {
     "broken: no-grace (SRCU synchronize returns at once)"
+} else if cfg!(mmu_notifier_broken = "no-iotlb") {
+    "broken: no-iotlb (the IOMMU driver skips RPCIT after clearing entries)"
 } else {
     "normal"
 };

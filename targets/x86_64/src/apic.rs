@@ -77,6 +77,35 @@ pub(crate) fn init() {
     calibrate_tsc();
 }
 
+/// Maps the 2 MiB page holding the chipset MMIO at physical `pa` (the fourth
+/// GiB, beside the APIC: the VT-d registers at 0xfed9_0000, PCI BARs placed
+/// there) uncached into the kernel's part of every address space, and
+/// returns the address to access it at (the identity). Idempotent, and
+/// independent of `init`: both fill `APIC_PD` and point PDPT entry 3 at
+/// it. Boot CPU, before another CPU may use the page.
+///
+/// # Panics
+/// If `pa` lies outside the fourth GiB.
+pub fn map_mmio(pa: u64) -> u64 {
+    assert!(
+        (3 << 30..4 << 30).contains(&pa),
+        "map_mmio({pa:#x}): not in the fourth GiB"
+    );
+    let pd = APIC_PD.addr() as *mut u64;
+    let index = ((pa >> 21) & 0x1ff) as usize;
+    let leaf = (pa & !0x1f_ffff) | 0x9b | (1 << 63);
+    // SAFETY: our own static page directory; the entry was empty (no TLB can
+    // cache it) or already holds this very mapping. PDPT entry 3 points to
+    // this directory or is empty, and becomes a pointer to it.
+    unsafe {
+        pd.add(index).write_volatile(leaf);
+        (BOOT_PDPT.addr() as *mut u64)
+            .add((pa >> 30) as usize)
+            .write_volatile(APIC_PD.addr() | 0x3);
+    }
+    pa
+}
+
 /// Enables this CPU's APIC (spurious vector, LINT0 masked) and masks the
 /// legacy PIC, so that the only interrupts are IPIs.
 pub(crate) fn enable_this_cpu() {

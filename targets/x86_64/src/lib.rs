@@ -65,6 +65,7 @@ mod defmt_log;
 mod exit;
 mod frames;
 mod interrupts;
+pub mod iommu;
 pub mod machine;
 mod paging;
 mod percpu;
@@ -73,7 +74,7 @@ pub mod serial;
 pub mod smp;
 mod sync;
 
-pub use apic::tsc_per_ms;
+pub use apic::{map_mmio, tsc_per_ms};
 pub use boot::{accel, cmdline, cmdline_option, filter, Accel};
 pub use cpu::rdtsc;
 pub use exit::{exit_failure, exit_success, EXIT_FAILURE_STATUS, EXIT_SUCCESS_STATUS};

@@ -87,19 +87,37 @@ unsafe impl TableMemory for KernelFrames {
 /// and views are per CPU, and the arch's flushes reach every other CPU that
 /// runs a test address space (through [`SHOOTDOWN`]; a no-op while only
 /// the boot CPU runs).
+///
+/// `D` is what the machine has beside its CPUs and memory: nothing for
+/// the suite's kernels, the IOMMU and its device for the `iommu` kernel
+/// (which implements the DMA cases' machine on `KernelMachine<Iommu>`).
 #[derive(Debug)]
-pub struct KernelMachine {
+pub struct KernelMachine<D = ()> {
     arch: X86_64,
     frames: KernelFrames,
+    devices: D,
 }
 
 impl KernelMachine {
     /// The machine: tables in the identity map, the harness's frames.
     pub const fn new() -> Self {
+        Self::with_devices(())
+    }
+}
+
+impl<D> KernelMachine<D> {
+    /// The machine with `devices` beside its CPUs.
+    pub const fn with_devices(devices: D) -> Self {
         Self {
             arch: X86_64::with_shootdown(&SHOOTDOWN),
             frames: KernelFrames,
+            devices,
         }
+    }
+
+    /// What the machine has beside its CPUs.
+    pub fn devices(&self) -> &D {
+        &self.devices
     }
 }
 
@@ -120,7 +138,7 @@ pub fn cpu_fault(f: Fault) -> CpuFault {
     }
 }
 
-impl Machine for KernelMachine {
+impl<D> Machine for KernelMachine<D> {
     type Arch = X86_64;
     type Frames = KernelFrames;
     type Kernel = crate::platform::Kernel;
@@ -199,7 +217,7 @@ impl Machine for KernelMachine {
     }
 }
 
-impl Cpus for KernelMachine {
+impl<D: Sync> Cpus for KernelMachine<D> {
     fn count(&self) -> usize {
         smp::cpus()
     }

@@ -370,8 +370,8 @@ impl TestSpace {
             }
             table = val & pte::ADDR_MASK;
         }
-        // SAFETY: `table` is our page table.
         Some(Pte {
+            // SAFETY: `table` is our page table.
             ptr: unsafe { entry(table, index(va, 0)) },
             _space: PhantomData,
         })

@@ -97,6 +97,8 @@ pub const BUILD: &str = if cfg!(mmu_notifier_broken = "no-shootdown") {
     "broken: no-flush (the arch skips invlpg)"
 } else if cfg!(mmu_notifier_broken = "no-notify") {
     "broken: no-notify (the core skips the notifier step)"
+} else if cfg!(mmu_notifier_broken = "no-iotlb") {
+    "broken: no-iotlb (the IOMMU drivers skip their IOTLB invalidations)"
 } else {
     "normal"
 };

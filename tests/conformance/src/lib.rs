@@ -30,6 +30,7 @@
 pub mod cases;
 pub mod demo;
 pub mod device;
+pub mod dma;
 mod failure;
 pub mod interval_cases;
 pub mod oracle;
