@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: boots the demo kernel of each arch (`--demo` of
-//! `cargo xtask qemu`), one line of verdict per arch.
+//! `cargo xtask demo`: boots the demo kernels of each arch (`--demo` of
+//! `cargo xtask qemu`: the notifier story, then the DMA story through each
+//! IOMMU the arch has), one line of verdict per arch.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use crate::arch::Arch;
 use crate::qemu::{self, QemuOpts};
 
-/// Boots every arch's demo kernel; fails if any fails.
+/// Boots every arch's demo kernels; fails if any fails.
 pub fn cmd(root: &Path) -> ExitCode {
     let opts = QemuOpts {
         demo: true,

@@ -55,10 +55,12 @@ pub struct Boot<'a> {
 
 /// The words of the kernel command line (`-append`).
 fn cmdline(arch: Arch, boot: &Boot) -> Vec<String> {
-    match arch {
+    let mut words = match arch {
         Arch::X86_64 => x86_64::cmdline(boot),
         Arch::S390x => s390x::cmdline(boot),
-    }
+    };
+    words.extend(boot.kernel.append.iter().map(|w| w.to_string()));
+    words
 }
 
 /// The QEMU command that boots `boot`: the arch's machine, then what every
@@ -369,7 +371,10 @@ mod tests {
 
     #[test]
     fn s390x_boot_command_line() {
-        let k = &kernels::KERNELS[2];
+        let k = kernels::KERNELS
+            .iter()
+            .find(|k| k.name == "smp")
+            .expect("smp kernel");
         let c = qemu_command(Arch::S390x, &boot(k, 4, Some("ipte")));
         assert_eq!(c.get_program(), "qemu-system-s390x", "the s390x emulator");
         assert_eq!(
@@ -411,6 +416,19 @@ mod tests {
         assert!(
             at < a.iter().position(|x| x == "-kernel").unwrap(),
             "device options before -kernel: {a:?}"
+        );
+    }
+
+    #[test]
+    fn a_kernels_own_words_follow_the_runners_on_its_command_line() {
+        let k = Kernel::new("demo-dma", Role::Demo, &[Arch::S390x])
+            .of_binary("iommu")
+            .with_append(&["mode=demo"]);
+        let a = args(&qemu_command(Arch::S390x, &boot(&k, 2, None)));
+        assert_eq!(
+            a.last().map(String::as_str),
+            Some("smp=2 mode=demo"),
+            "the runner's words, then the kernel's: {a:?}"
         );
     }
 

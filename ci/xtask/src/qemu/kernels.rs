@@ -18,12 +18,16 @@ pub enum Role {
     Demo,
 }
 
-/// A kernel binary: `targets/<arch>/src/bin/<name>.rs` for each of its
-/// arches.
+/// A kernel boot: a binary of `targets/<arch>/src/bin/` for each of its
+/// arches, with the QEMU devices and command-line words it is booted with.
+/// One binary may be booted several ways (the IOMMU kernel in each of
+/// VT-d's modes), each its own entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernel {
-    /// The binary's name.
+    /// The boot's name: what `--kernel` selects and the console's tag says.
     pub name: &'static str,
+    /// The binary: `targets/<arch>/src/bin/<binary>.rs`.
+    pub binary: &'static str,
     /// When it boots.
     pub role: Role,
     /// The arches that have it.
@@ -31,33 +35,77 @@ pub struct Kernel {
     /// QEMU arguments this kernel needs besides its arch's (a device to
     /// drive, say `-device intel-iommu`).
     pub qemu_args: &'static [&'static str],
+    /// Words added to the kernel command line after the runner's own.
+    pub append: &'static [&'static str],
 }
 
 impl Kernel {
-    /// A kernel with no QEMU arguments of its own.
+    /// The binary `name`, booted with no QEMU arguments or words of its
+    /// own.
     pub const fn new(name: &'static str, role: Role, arches: &'static [Arch]) -> Kernel {
         Kernel {
             name,
+            binary: name,
             role,
             arches,
             qemu_args: &[],
+            append: &[],
         }
     }
 
+    /// The same boot, of the binary `binary`.
+    pub const fn of_binary(self, binary: &'static str) -> Kernel {
+        Kernel { binary, ..self }
+    }
+
     /// The same kernel, booted with `args` added to its arch's.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for the first kernel that drives a device")
-    )]
     pub const fn with_qemu_args(self, args: &'static [&'static str]) -> Kernel {
         Kernel {
             qemu_args: args,
             ..self
         }
     }
+
+    /// The same kernel, with `words` added to its command line.
+    pub const fn with_append(self, words: &'static [&'static str]) -> Kernel {
+        Kernel {
+            append: words,
+            ..self
+        }
+    }
 }
 
 const BOTH: &[Arch] = &[Arch::X86_64, Arch::S390x];
+const X86_64: &[Arch] = &[Arch::X86_64];
+const S390X: &[Arch] = &[Arch::S390x];
+
+/// VT-d in legacy mode (second-level tables, the shadow driver) and QEMU's
+/// `edu` device to do DMA through it. The IOMMU must come before the
+/// device it translates for.
+const VTD_LEGACY: &[&str] = &[
+    "-device",
+    "intel-iommu,aw-bits=48",
+    "-device",
+    "edu,dma_mask=0xffffffffffff",
+];
+/// VT-d in scalable mode with first-level tables: the device walks the CPU
+/// page tables through a PASID (the shared-tables driver).
+const VTD_SCALABLE: &[&str] = &[
+    "-device",
+    "intel-iommu,x-scalable-mode=on,x-flts=on,aw-bits=48",
+    "-device",
+    "edu,dma_mask=0xffffffffffff",
+];
+/// zPCI: a virtio-rng behind the zPCI IOMMU, whose DMA goes through the
+/// function's DMA tables.
+const ZPCI: &[&str] = &[
+    "-device",
+    "zpci,uid=1,fid=1,target=r0",
+    "-device",
+    "virtio-rng-pci,id=r0,iommu_platform=on,disable-legacy=on",
+];
+/// The IOMMU kernel tells the DMA story instead of running its cases.
+const DEMO: &[&str] = &["mode=demo"];
 
 /// Every kernel, in boot order.
 pub const KERNELS: &[Kernel] = &[
@@ -65,10 +113,36 @@ pub const KERNELS: &[Kernel] = &[
     Kernel::new("selftest", Role::Test, BOTH),
     // The shared suite of `tests/conformance` on the real MMU.
     Kernel::new("conformance", Role::Test, BOTH),
+    // Device DMA through the platform IOMMU, kept coherent by notifiers:
+    // a missed invalidation is DMA into a frame already handed back.
+    Kernel::new("iommu-vtd", Role::Test, X86_64)
+        .of_binary("iommu")
+        .with_qemu_args(VTD_LEGACY),
+    Kernel::new("iommu-vtd-scalable", Role::Test, X86_64)
+        .of_binary("iommu")
+        .with_qemu_args(VTD_SCALABLE),
+    Kernel::new("iommu-zpci", Role::Test, S390X)
+        .of_binary("iommu")
+        .with_qemu_args(ZPCI),
     // Secondary CPUs: TLB shootdown, notifiers under concurrency.
     Kernel::new("smp", Role::Smp, BOTH),
     Kernel::new("demo", Role::Demo, BOTH),
+    Kernel::new("demo-dma-vtd", Role::Demo, X86_64)
+        .of_binary("iommu")
+        .with_qemu_args(VTD_LEGACY)
+        .with_append(DEMO),
+    Kernel::new("demo-dma-vtd-scalable", Role::Demo, X86_64)
+        .of_binary("iommu")
+        .with_qemu_args(VTD_SCALABLE)
+        .with_append(DEMO),
+    Kernel::new("demo-dma-zpci", Role::Demo, S390X)
+        .of_binary("iommu")
+        .with_qemu_args(ZPCI)
+        .with_append(DEMO),
 ];
+
+/// The kernels that do DMA through an IOMMU.
+const IOMMU_KERNELS: &[&str] = &["iommu-vtd", "iommu-vtd-scalable", "iommu-zpci"];
 
 /// A deliberately broken build: the kernels built with
 /// `--cfg mmu_notifier_broken="<name>"`, which must then fail.
@@ -96,10 +170,6 @@ impl Broken {
     }
 
     /// The same variant, booting only `kernels`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "for the first variant only one kernel catches")
-    )]
     pub const fn only(self, kernels: &'static [&'static str]) -> Broken {
         Broken { kernels, ..self }
     }
@@ -122,8 +192,10 @@ impl Broken {
 /// The broken variants. The core reacts to `no-notify` (no notifier step)
 /// and `no-grace` (`unregister` does not wait for running callbacks: only
 /// the `smp` kernels can see that), the arch crates to `no-flush` (no
-/// `invlpg`; on s390x a plain store of the invalid bit instead of IPTE) and
-/// x86's to `no-shootdown` (no flush on the other CPUs: `smp` only).
+/// `invlpg`; on s390x a plain store of the invalid bit instead of IPTE),
+/// x86's to `no-shootdown` (no flush on the other CPUs: `smp` only) and
+/// the IOMMU drivers to `no-iotlb` (no IOTLB invalidation: the IOMMU
+/// kernels only).
 pub const BROKEN: &[Broken] = &[
     Broken::new(
         "no-flush",
@@ -132,6 +204,7 @@ pub const BROKEN: &[Broken] = &[
     Broken::new("no-notify", &[(Arch::X86_64, 1), (Arch::S390x, 1)]),
     Broken::new("no-shootdown", &[(Arch::X86_64, 2)]),
     Broken::new("no-grace", &[(Arch::X86_64, 2), (Arch::S390x, 2)]),
+    Broken::new("no-iotlb", &[(Arch::X86_64, 1), (Arch::S390x, 1)]).only(IOMMU_KERNELS),
 ];
 
 /// The variant `name`, if `arch` knows it.
@@ -175,7 +248,7 @@ mod tests {
                 let file = a
                     .kernel_dir(&root)
                     .join("src/bin")
-                    .join(format!("{}.rs", k.name));
+                    .join(format!("{}.rs", k.binary));
                 assert!(
                     file.exists(),
                     "kernel {} of {} is a binary at {}",
@@ -211,7 +284,7 @@ mod tests {
         assert!(broken("no-shootdown", Arch::X86_64).is_ok(), "x86 has it");
         let e = broken("no-shootdown", Arch::S390x).unwrap_err();
         assert!(
-            e.contains("s390x knows no-flush, no-notify, no-grace"),
+            e.contains("s390x knows no-flush, no-notify, no-grace, no-iotlb"),
             "the error lists what s390x knows: {e}"
         );
     }
@@ -240,11 +313,45 @@ mod tests {
             .map(|k| k.name)
             .collect()
         };
-        assert_eq!(names(1), ["selftest", "conformance"], "one CPU: no smp");
+        assert_eq!(
+            names(1),
+            ["selftest", "conformance", "iommu-zpci"],
+            "one CPU: no smp"
+        );
         assert_eq!(
             names(2),
-            ["selftest", "conformance", "smp"],
+            ["selftest", "conformance", "iommu-zpci", "smp"],
             "smp boots after the test kernels"
         );
+    }
+
+    #[test]
+    fn kernel_names_are_unique_per_arch() {
+        for (i, k) in KERNELS.iter().enumerate() {
+            for other in &KERNELS[i + 1..] {
+                assert!(
+                    other.name != k.name || other.arches.iter().all(|a| !k.arches.contains(a)),
+                    "{} names one boot per arch",
+                    k.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_iotlb_variant_boots_each_arches_iommu_kernels_only() {
+        let b = broken("no-iotlb", Arch::X86_64).expect("x86 has it");
+        let on = |arch| -> Vec<&str> {
+            select(arch, |r| r == Role::Test, b.kernels)
+                .iter()
+                .map(|k| k.name)
+                .collect()
+        };
+        assert_eq!(
+            on(Arch::X86_64),
+            ["iommu-vtd", "iommu-vtd-scalable"],
+            "both VT-d modes"
+        );
+        assert_eq!(on(Arch::S390x), ["iommu-zpci"], "zPCI");
     }
 }

@@ -227,12 +227,14 @@ pub fn run(arch: Arch, opts: &QemuOpts) -> Result<Report, String> {
     }
     let dir = arch.kernel_dir(&opts.root);
     let target_dir = build::target_dir(&dir, broken.map(|b| b.name), defmt);
-    let names: Vec<&str> = kernels.iter().map(|k| k.name).collect();
+    let mut binaries: Vec<&str> = kernels.iter().map(|k| k.binary).collect();
+    binaries.sort_unstable();
+    binaries.dedup();
     let status = build::build_command(
         arch,
         &dir,
         &target_dir,
-        &names,
+        &binaries,
         broken.map(|b| b.name),
         defmt,
     )
@@ -250,7 +252,7 @@ pub fn run(arch: Arch, opts: &QemuOpts) -> Result<Report, String> {
         let elf = target_dir
             .join(arch.triple())
             .join("release")
-            .join(kernel.name);
+            .join(kernel.binary);
         let frames = defmt.then(|| elf.with_extension("defmt"));
         let boot = Boot {
             kernel,
