@@ -169,5 +169,5 @@ fn hooks_have_the_same_signatures_as_with_notifiers() {
         InvalidateRange,
     ) -> Result<mmu_notifier_core::RangeGuard<'a>, Error> =
         NotifierHead::try_invalidate_range_start_nonblock;
-    let _: fn(&NotifierHead) = NotifierHead::release;
+    let _: fn(&NotifierHead) -> Result<(), Error> = NotifierHead::release;
 }
