@@ -55,6 +55,17 @@
 //! [`Callbacks::INVALIDATE_PAGE`]) beside everything that came after.
 //!
 //! [`mmu-notifier`]: https://docs.rs/mmu-notifier
+// Links to items behind a feature: to the item where the feature builds
+// it, to the list of features where it does not, so that the docs build
+// without broken links under any set of features.
+#![cfg_attr(feature = "notifier", doc = "[`interval`]: crate::interval")]
+#![cfg_attr(not(feature = "notifier"), doc = "[`interval`]: #features")]
+#![cfg_attr(feature = "alloc", doc = "[`NotifierHead::get`]: NotifierHead::get")]
+#![cfg_attr(not(feature = "alloc"), doc = "[`NotifierHead::get`]: #features")]
+#![cfg_attr(feature = "alloc", doc = "[`OwnedSubscription`]: OwnedSubscription")]
+#![cfg_attr(not(feature = "alloc"), doc = "[`OwnedSubscription`]: #features")]
+#![cfg_attr(feature = "std", doc = "[`kernel::StdThreads`]: kernel::StdThreads")]
+#![cfg_attr(not(feature = "std"), doc = "[`kernel::StdThreads`]: #features")]
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(

@@ -277,8 +277,17 @@ pub struct Again;
 /// Only the core calls these methods on a registered notifier. Calling one
 /// directly is allowed and reaches only that notifier: nothing checks the
 /// order, so a notifier must not rely on balanced calls for memory safety
-/// ([`IntervalNotifiers`](crate::interval::IntervalNotifiers), which does,
-/// receives the core's calls through a sealed entry point instead).
+/// ([`IntervalNotifiers`], which does, receives the core's calls through a
+/// sealed entry point instead).
+///
+#[cfg_attr(
+    feature = "notifier",
+    doc = "[`IntervalNotifiers`]: crate::interval::IntervalNotifiers"
+)]
+#[cfg_attr(
+    not(feature = "notifier"),
+    doc = "[`IntervalNotifiers`]: crate#features"
+)]
 pub trait MmuNotifier: Sync {
     /// The callbacks this notifier implements; the core never calls the
     /// others, and skips the notifier on paths it does not listen to. Read

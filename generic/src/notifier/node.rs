@@ -124,12 +124,26 @@ impl Node {
 /// period, so its memory is never freed while a CPU may still call it. The
 /// lifetime `'h` ties it to the head it is registered on: the head cannot
 /// go away first. (With reference-counted address spaces, use
-/// [`OwnedSubscription`](super::OwnedSubscription), feature `alloc`.)
+/// [`OwnedSubscription`], feature `alloc`.)
+#[cfg_attr(
+    feature = "alloc",
+    doc = "\n[`OwnedSubscription`]: super::OwnedSubscription"
+)]
+#[cfg_attr(
+    not(feature = "alloc"),
+    doc = "\n[`OwnedSubscription`]: crate#features"
+)]
 ///
 /// Dropping a registered subscription from inside a callback of its own
 /// kernel could neither wait (the grace period waits for that callback) nor
 /// return (its memory would be freed while linked): where the kernel can
 /// tell, it aborts instead, see the [module docs](super).
+///
+#[cfg_attr(
+    feature = "alloc",
+    doc = "[`OwnedSubscription`]: super::OwnedSubscription"
+)]
+#[cfg_attr(not(feature = "alloc"), doc = "[`OwnedSubscription`]: crate#features")]
 #[repr(C)]
 pub struct Subscription<'h, N: MmuNotifier> {
     node: Node,
