@@ -828,6 +828,9 @@ struct Blocker<'c, K> {
     entered: AtomicBool,
     go: AtomicBool,
     left: AtomicBool,
+    /// CPU 1's range start returned (with the callback, or without it
+    /// where the notifier step is missing).
+    started: AtomicBool,
     /// What `unregister` from inside the callback returned.
     inside: SpinLock<Option<Result<(), Error>>>,
     hold_us: u64,
@@ -882,6 +885,7 @@ pub(crate) fn unregister_from_callback_refused_and_waits_for_other_cpu<M: Machin
         entered: AtomicBool::new(false),
         go: AtomicBool::new(false),
         left: AtomicBool::new(false),
+        started: AtomicBool::new(false),
         inside: SpinLock::new(None),
         hold_us: 20_000,
         _kernel: core::marker::PhantomData::<fn() -> M::Kernel>,
@@ -895,14 +899,22 @@ pub(crate) fn unregister_from_callback_refused_and_waits_for_other_cpu<M: Machin
     let v = Verdict::new();
     let waited = SpinLock::new(None);
     m.run_on_each(&|cpu| match cpu {
-        1 => mm
-            .notifiers()
-            .invalidate_range_start(InvalidateRange::new(pages(m, 0, 1), Event::Clear))
-            .end(),
+        1 => {
+            mm.notifiers()
+                .invalidate_range_start(InvalidateRange::new(pages(m, 0, 1), Event::Clear))
+                .end();
+            b.started.store(true, SeqCst);
+        }
         0 => {
             if !wait_until(m, &v, "CPU 1 to enter the callback", || {
-                b.entered.load(SeqCst)
+                b.entered.load(SeqCst) || b.started.load(SeqCst)
             }) {
+                return;
+            }
+            if !b.entered.load(SeqCst) {
+                v.fail(format_args!(
+                    "CPU 1's range start returned without calling the notifier"
+                ));
                 return;
             }
             b.go.store(true, SeqCst);
