@@ -83,7 +83,8 @@ fn qemu_step(stage: Stage, name: String, arch: Arch, smp: u32, broken: Option<Br
     let mut what = format!("cargo xtask qemu --arch {} --smp {smp}", arch.name());
     if let Some(b) = broken {
         what.push_str(&format!(" --broken {}", b.name));
-        let names: Vec<&str> = kernels::select(arch, |r| r == Role::Test, b.kernels)
+        let booted = |r: Role| r == Role::Test || (r == Role::Smp && smp > 1);
+        let names: Vec<&str> = kernels::select(arch, booted, b.kernels)
             .iter()
             .map(|k| k.name)
             .collect();
@@ -412,15 +413,15 @@ mod tests {
             ("broken-host-no-notify", "RUSTFLAGS='--cfg mmu_notifier_broken=\"no-notify\"' CARGO_TARGET_DIR=target/broken/no-notify cargo test -p mmu-notifier --test conformance  (must fail)"),
             ("broken-host-no-grace", "RUSTFLAGS='--cfg mmu_notifier_broken=\"no-grace\"' CARGO_TARGET_DIR=target/broken/no-grace cargo test -p mmu-notifier-core --test notifier  (must fail)"),
             ("broken-host-no-iotlb", "RUSTFLAGS='--cfg mmu_notifier_broken=\"no-iotlb\"' CARGO_TARGET_DIR=target/broken/no-iotlb cargo test -p mmu-notifier --test dma  (must fail)"),
-            ("broken-qemu-x86_64-no-flush", "cargo xtask qemu --arch x86_64 --smp 1 --broken no-flush  (must fail)"),
-            ("broken-qemu-x86_64-no-notify", "cargo xtask qemu --arch x86_64 --smp 1 --broken no-notify  (must fail)"),
-            ("broken-qemu-x86_64-no-shootdown", "cargo xtask qemu --arch x86_64 --smp 2 --broken no-shootdown  (must fail)"),
-            ("broken-qemu-x86_64-no-grace", "cargo xtask qemu --arch x86_64 --smp 2 --broken no-grace  (must fail)"),
+            ("broken-qemu-x86_64-no-flush", "cargo xtask qemu --arch x86_64 --smp 1 --broken no-flush --kernel conformance  (must fail)"),
+            ("broken-qemu-x86_64-no-notify", "cargo xtask qemu --arch x86_64 --smp 1 --broken no-notify --kernel conformance,iommu-vtd,iommu-vtd-scalable  (must fail)"),
+            ("broken-qemu-x86_64-no-shootdown", "cargo xtask qemu --arch x86_64 --smp 2 --broken no-shootdown --kernel smp  (must fail)"),
+            ("broken-qemu-x86_64-no-grace", "cargo xtask qemu --arch x86_64 --smp 2 --broken no-grace --kernel smp  (must fail)"),
             ("broken-qemu-x86_64-no-iotlb", "cargo xtask qemu --arch x86_64 --smp 1 --broken no-iotlb --kernel iommu-vtd,iommu-vtd-scalable  (must fail)"),
-            ("broken-qemu-s390x-no-flush", "cargo xtask qemu --arch s390x --smp 1 --broken no-flush  (must fail)"),
-            ("broken-qemu-s390x-no-flush-smp2", "cargo xtask qemu --arch s390x --smp 2 --broken no-flush  (must fail)"),
-            ("broken-qemu-s390x-no-notify", "cargo xtask qemu --arch s390x --smp 1 --broken no-notify  (must fail)"),
-            ("broken-qemu-s390x-no-grace", "cargo xtask qemu --arch s390x --smp 2 --broken no-grace  (must fail)"),
+            ("broken-qemu-s390x-no-flush", "cargo xtask qemu --arch s390x --smp 1 --broken no-flush --kernel conformance  (must fail)"),
+            ("broken-qemu-s390x-no-flush-smp2", "cargo xtask qemu --arch s390x --smp 2 --broken no-flush --kernel conformance,smp  (must fail)"),
+            ("broken-qemu-s390x-no-notify", "cargo xtask qemu --arch s390x --smp 1 --broken no-notify --kernel conformance,iommu-zpci  (must fail)"),
+            ("broken-qemu-s390x-no-grace", "cargo xtask qemu --arch s390x --smp 2 --broken no-grace --kernel smp  (must fail)"),
             ("broken-qemu-s390x-no-iotlb", "cargo xtask qemu --arch s390x --smp 1 --broken no-iotlb --kernel iommu-zpci  (must fail)"),
         ];
         let steps = all();
