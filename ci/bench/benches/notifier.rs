@@ -232,6 +232,33 @@ fn churn(c: &mut Criterion) {
                 Some(&register_unregister),
             );
 
+            // The same with fencing readers: grace periods without a
+            // barrier on every CPU, so the writer does not interrupt them.
+            let fenced = api::head_fenced();
+            let _fenced_subs: Vec<_> = (0..k)
+                .map(|_| api::subscribe(&fenced, Sink::default()).expect("register"))
+                .collect();
+            let fenced_extra = api::subscription(Sink::default());
+            let op = || fenced.invalidate_page(black_box(BASE));
+            let register_unregister = || {
+                api::register(&fenced, fenced_extra.as_ref()).expect("register");
+                api::unregister(&fenced, fenced_extra.as_ref()).expect("unregister");
+            };
+            churned(
+                &mut g,
+                Id::churn(List::HeadFenced, r, false, k),
+                r,
+                &op,
+                None,
+            );
+            churned(
+                &mut g,
+                Id::churn(List::HeadFenced, r, true, k),
+                r,
+                &op,
+                Some(&register_unregister),
+            );
+
             let sinks = vec![Sink::default(); k];
             let extra_sink = Sink::default();
             let locked = LockedList::new(sinks.iter().map(|s| s as &dyn DynNotifier).collect());

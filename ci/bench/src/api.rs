@@ -60,7 +60,10 @@ pub fn register<'h, K: CoreKernel, N: MmuNotifier>(
 ///
 /// # Errors
 /// What [`NotifierHead::unregister`] returns.
-pub fn unregister<N: MmuNotifier>(head: &Head, sub: Pin<&Sub<'_, N>>) -> Result<(), Error> {
+pub fn unregister<K: CoreKernel, N: MmuNotifier>(
+    head: &NotifierHead<K>,
+    sub: Pin<&Sub<'_, N>>,
+) -> Result<(), Error> {
     head.unregister(sub)
 }
 

@@ -106,8 +106,9 @@ pub fn dispatch_vs_lock(op: Op) -> String {
 pub fn churn() -> &'static str {
     "every registration and unregistration links or unlinks a node (the reader's next loads \
      of the list and the interest word miss in its cache) and waits for grace periods, each \
-     a `membarrier` that interrupts every CPU running the process, the reader's included; \
-     half of the time one more notifier is on the list"
+     a `membarrier` that interrupts every CPU running the process, the reader's included \
+     (the price of fence-free readers: the fencing list's row shows the other side of the \
+     trade); half of the time one more notifier is on the list"
 }
 
 /// Figure 4, the range worker's share.
