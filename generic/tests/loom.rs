@@ -29,10 +29,10 @@
 //! took (`--nocapture` to see it).
 #![cfg(loom)]
 
+mod loom_common;
+use loom_common::check;
+
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-use std::sync::Arc;
-use std::time::Instant;
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{
@@ -62,29 +62,6 @@ fn range() -> InvalidateRange {
         PageRange::from_pages(VirtAddr(0), 1, 4096).unwrap(),
         Event::Unmap,
     )
-}
-
-/// Runs `model` under loom with `bound` preemptions (or
-/// `LOOM_PREEMPTION_BOUND`), and prints how many interleavings it took.
-fn check(name: &str, bound: usize, model: impl Fn() + Sync + Send + 'static) {
-    let bound = std::env::var("LOOM_PREEMPTION_BOUND")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(bound);
-    let iterations = Arc::new(StdAtomicUsize::new(0));
-    let counter = Arc::clone(&iterations);
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(bound);
-    let started = Instant::now();
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        model();
-    });
-    println!(
-        "loom model {name}: preemption bound {bound}, {} interleavings, {:.2?}",
-        iterations.load(std::sync::atomic::Ordering::Relaxed),
-        started.elapsed()
-    );
 }
 
 /// A notifier whose memory is a loom cell: callbacks read it and must find

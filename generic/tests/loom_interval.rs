@@ -22,10 +22,9 @@
 //! (`--nocapture`).
 #![cfg(loom)]
 
+mod loom_common;
+
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-use std::sync::Arc;
-use std::time::Instant;
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -51,28 +50,11 @@ fn page0() -> InvalidateRange {
     )
 }
 
+/// Interval models: three threads whose spin-waits (the manager's lock,
+/// `remove`, `read_begin`) each yield to loom need more than loom's
+/// default 1 000 branches.
 fn check(name: &str, bound: usize, model: impl Fn() + Sync + Send + 'static) {
-    let bound = std::env::var("LOOM_PREEMPTION_BOUND")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(bound);
-    let iterations = Arc::new(StdAtomicUsize::new(0));
-    let counter = Arc::clone(&iterations);
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(bound);
-    // Spin-waits (the manager's lock, `remove`, `read_begin`) yield to
-    // loom at every turn; three threads need more than the default 1000.
-    builder.max_branches = 20_000;
-    let started = Instant::now();
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        model();
-    });
-    println!(
-        "loom model {name}: preemption bound {bound}, {} interleavings, {:.2?}",
-        iterations.load(std::sync::atomic::Ordering::Relaxed),
-        started.elapsed()
-    );
+    loom_common::check_with(name, bound, Some(20_000), model);
 }
 
 /// A device with one page-table entry behind its driver lock, and memory

@@ -16,11 +16,11 @@
 //! the host stress tests and the QEMU SMP kernels.
 #![cfg(loom)]
 
+mod loom_common;
+use loom_common::check;
+
 use std::cell::Cell;
 use std::pin::Pin;
-use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-use std::sync::Arc;
-use std::time::Instant;
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -80,27 +80,6 @@ macro_rules! loom_kernel {
 
 loom_kernel!(SharedCpus, SHARED_SLOTS, SHARED, per_task: false);
 loom_kernel!(PerTask, TASK_SLOTS, TASK, per_task: true);
-
-fn check(name: &str, bound: usize, model: impl Fn() + Sync + Send + 'static) {
-    let bound = std::env::var("LOOM_PREEMPTION_BOUND")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(bound);
-    let iterations = Arc::new(StdAtomicUsize::new(0));
-    let counter = Arc::clone(&iterations);
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(bound);
-    let started = Instant::now();
-    builder.check(move || {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        model();
-    });
-    println!(
-        "loom model {name}: preemption bound {bound}, {} interleavings, {:.2?}",
-        iterations.load(std::sync::atomic::Ordering::Relaxed),
-        started.elapsed()
-    );
-}
 
 /// A notifier whose memory is a loom cell, and whose ranges must pair up.
 struct Tracked {

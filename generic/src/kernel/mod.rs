@@ -256,7 +256,7 @@ unsafe impl Kernel for Portable {
         #[cfg(not(loom))]
         return &PORTABLE_SRCU;
         #[cfg(loom)]
-        return &*PORTABLE_SRCU;
+        return &PORTABLE_SRCU;
     }
 
     #[inline(always)]

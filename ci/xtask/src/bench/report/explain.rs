@@ -104,11 +104,12 @@ pub fn dispatch_vs_lock(op: Op) -> String {
 
 /// Figure 3.
 pub fn churn() -> &'static str {
-    "every registration and unregistration links or unlinks a node (the reader's next loads \
-     of the list and the interest word miss in its cache) and waits for grace periods, each \
-     a `membarrier` that interrupts every CPU running the process, the reader's included \
-     (the price of fence-free readers: the fencing list's row shows the other side of the \
-     trade); half of the time one more notifier is on the list"
+    "every registration and unregistration links or unlinks a node and rewrites the list's \
+     head, interest word and generation (the reader's next loads of them miss in its cache), \
+     and waits for grace periods whose drain reads every reader slot, the reader's included \
+     (its next store to the slot misses too); with `StdThreads` each grace period is also a \
+     `membarrier` that interrupts the reader, which the fencing list's row, free of it, \
+     separates out; half of the time one more notifier is on the list"
 }
 
 /// Figure 4, the range worker's share.
