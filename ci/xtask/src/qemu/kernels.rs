@@ -18,6 +18,18 @@ pub enum Role {
     Demo,
 }
 
+impl Role {
+    /// Whether a kernel of this role boots in a run on `smp` CPUs (`demo`:
+    /// a run of the demos instead of the tests).
+    pub fn boots(self, smp: u32, demo: bool) -> bool {
+        match self {
+            Role::Demo => demo,
+            Role::Test => !demo,
+            Role::Smp => !demo && smp > 1,
+        }
+    }
+}
+
 /// A kernel boot: a binary of `targets/<arch>/src/bin/` for each of its
 /// arches, with the QEMU devices and command-line words it is booted with.
 /// One binary may be booted several ways (the IOMMU kernel in each of
@@ -292,11 +304,7 @@ mod tests {
     fn every_check_of_a_variant_boots_some_kernel() {
         for b in BROKEN {
             for &(arch, smp) in b.checks {
-                let booted = select(
-                    arch,
-                    |r| r == Role::Test || (r == Role::Smp && smp > 1),
-                    b.kernels,
-                );
+                let booted = select(arch, |r| r.boots(smp, false), b.kernels);
                 assert!(
                     !booted.is_empty(),
                     "{} at -smp {smp} on {} boots a kernel that can catch it",
@@ -332,14 +340,10 @@ mod tests {
     #[test]
     fn smp_kernels_boot_only_when_asked_for() {
         let names = |smp: u32| -> Vec<&str> {
-            select(
-                Arch::S390x,
-                |r| r == Role::Test || (r == Role::Smp && smp > 1),
-                &[],
-            )
-            .iter()
-            .map(|k| k.name)
-            .collect()
+            select(Arch::S390x, |r| r.boots(smp, false), &[])
+                .iter()
+                .map(|k| k.name)
+                .collect()
         };
         assert_eq!(
             names(1),

@@ -199,12 +199,7 @@ pub fn run(arch: Arch, opts: &QemuOpts) -> Result<Report, String> {
     if let Some(b) = broken {
         only.extend(b.kernels);
     }
-    let wanted = |r: Role| match r {
-        Role::Demo => opts.demo,
-        Role::Test => !opts.demo,
-        Role::Smp => !opts.demo && opts.smp > 1,
-    };
-    let kernels = kernels::select(arch, wanted, &only);
+    let kernels = kernels::select(arch, |r: Role| r.boots(opts.smp, opts.demo), &only);
     if kernels.is_empty() {
         return Err(format!(
             "no {} {} kernel{}",

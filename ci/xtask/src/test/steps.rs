@@ -83,8 +83,7 @@ fn qemu_step(stage: Stage, name: String, arch: Arch, smp: u32, broken: Option<Br
     let mut what = format!("cargo xtask qemu --arch {} --smp {smp}", arch.name());
     if let Some(b) = broken {
         what.push_str(&format!(" --broken {}", b.name));
-        let booted = |r: Role| r == Role::Test || (r == Role::Smp && smp > 1);
-        let names: Vec<&str> = kernels::select(arch, booted, b.kernels)
+        let names: Vec<&str> = kernels::select(arch, |r: Role| r.boots(smp, false), b.kernels)
             .iter()
             .map(|k| k.name)
             .collect();
