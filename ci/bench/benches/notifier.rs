@@ -208,56 +208,44 @@ fn churned<F: Fn() + Sync>(
     });
 }
 
+/// Figure 3 on the notifier list `head` (of either kernel): `readers`
+/// readers with `k` notifiers registered, quiet and while one more thread
+/// registers and unregisters a notifier in a loop.
+fn churn_list<K: mmu_notifier_core::kernel::Kernel>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    list: List,
+    head: &mmu_notifier_core::NotifierHead<K>,
+    readers: usize,
+    k: usize,
+) {
+    let _subs: Vec<_> = (0..k)
+        .map(|_| api::subscribe(head, Sink::default()).expect("register"))
+        .collect();
+    let extra = api::subscription(Sink::default());
+    let op = || head.invalidate_page(black_box(BASE));
+    let register_unregister = || {
+        api::register(head, extra.as_ref()).expect("register");
+        api::unregister(head, extra.as_ref()).expect("unregister");
+    };
+    churned(g, Id::churn(list, readers, false, k), readers, &op, None);
+    churned(
+        g,
+        Id::churn(list, readers, true, k),
+        readers,
+        &op,
+        Some(&register_unregister),
+    );
+}
+
 fn churn(c: &mut Criterion) {
     let mut g = c.benchmark_group("churn");
     g.measurement_time(Duration::from_millis(1200));
     for r in readers() {
         for k in CHURN_COUNTS {
-            let head = api::head();
-            let _subs: Vec<_> = (0..k)
-                .map(|_| api::subscribe(&head, Sink::default()).expect("register"))
-                .collect();
-            let extra = api::subscription(Sink::default());
-            let op = || head.invalidate_page(black_box(BASE));
-            let register_unregister = || {
-                api::register(&head, extra.as_ref()).expect("register");
-                api::unregister(&head, extra.as_ref()).expect("unregister");
-            };
-            churned(&mut g, Id::churn(List::Head, r, false, k), r, &op, None);
-            churned(
-                &mut g,
-                Id::churn(List::Head, r, true, k),
-                r,
-                &op,
-                Some(&register_unregister),
-            );
-
+            churn_list(&mut g, List::Head, &api::head(), r, k);
             // The same with fencing readers: grace periods without a
             // barrier on every CPU, so the writer does not interrupt them.
-            let fenced = api::head_fenced();
-            let _fenced_subs: Vec<_> = (0..k)
-                .map(|_| api::subscribe(&fenced, Sink::default()).expect("register"))
-                .collect();
-            let fenced_extra = api::subscription(Sink::default());
-            let op = || fenced.invalidate_page(black_box(BASE));
-            let register_unregister = || {
-                api::register(&fenced, fenced_extra.as_ref()).expect("register");
-                api::unregister(&fenced, fenced_extra.as_ref()).expect("unregister");
-            };
-            churned(
-                &mut g,
-                Id::churn(List::HeadFenced, r, false, k),
-                r,
-                &op,
-                None,
-            );
-            churned(
-                &mut g,
-                Id::churn(List::HeadFenced, r, true, k),
-                r,
-                &op,
-                Some(&register_unregister),
-            );
+            churn_list(&mut g, List::HeadFenced, &api::head_fenced(), r, k);
 
             let sinks = vec![Sink::default(); k];
             let extra_sink = Sink::default();
